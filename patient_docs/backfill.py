@@ -1,0 +1,60 @@
+"""`patient-docs backfill`: every patient without a status (or a list), with a live progress display."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from patient_docs import clients
+from patient_docs.runner import Outcome, environment, prepare, run_patients
+from patient_docs.settings import Settings
+
+TRANSFERS_PER_PATIENT = 2  # one search, one download
+
+
+def read_ids(ids_file: Path) -> list[str]:
+    """One ID per line; blank lines and # comments skipped; invalid IDs still get a (failing) run."""
+    lines = (line.split("#", 1)[0].strip() for line in ids_file.read_text().splitlines())
+    return list(dict.fromkeys(line for line in lines if line))
+
+
+def bound_seconds(patients: int, settings: Settings) -> float:
+    """Lower bound set by the transfer budget: N requests per window, two per patient."""
+    budget = settings.docexchange_transfer_limit
+    return patients * TRANSFERS_PER_PATIENT / budget.count * budget.window
+
+
+def backfill(ids_file: Path | None, *, max_concurrent: int, priority: int, console: Console) -> list[Outcome]:
+    with environment() as settings:
+        asyncio.run(prepare(settings))
+        ids = read_ids(ids_file) if ids_file else asyncio.run(clients.patients(settings).ids_without_status())
+        if not ids:
+            console.print("nothing to backfill: every patient has a status")
+            return []
+        return asyncio.run(_run_with_progress(ids, settings, max_concurrent, priority, console))
+
+
+async def _run_with_progress(ids, settings, max_concurrent, priority, console) -> list[Outcome]:
+    start = time.monotonic()
+    failed = 0
+    columns = (TextColumn("[bold]backfill"), BarColumn(), MofNCompleteColumn(), TextColumn("failed {task.fields[failed]}"),
+               TextColumn("transfer use {task.fields[use]}"), TextColumn("ETA ≥ {task.fields[eta]}"), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        bar = progress.add_task("patients", total=len(ids), failed=0, use="–", eta=f"{bound_seconds(len(ids), settings):.0f}s")
+
+        def done(outcome: Outcome) -> None:
+            nonlocal failed
+            failed += not outcome.ok
+            finished = progress.tasks[0].completed + 1
+            elapsed = time.monotonic() - start
+            ideal = bound_seconds(finished, settings)
+            progress.update(bar, advance=1, failed=failed, use=f"{min(1.0, ideal / elapsed):.0%}" if elapsed else "–",
+                            eta=f"{bound_seconds(len(ids) - finished, settings):.0f}s")
+
+        return await run_patients(ids, priority=priority, max_concurrent=max_concurrent, on_done=done)
+
+

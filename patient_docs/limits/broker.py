@@ -1,0 +1,253 @@
+"""One slot broker per process: it acquires Prefect concurrency slots (with leases) for every local waiter.
+
+Why a broker: Prefect's own waiters each poll the server with a Retry-After of up to 30 s, which
+leaves a freed slot idle for seconds (85 % of the budget at 10/60 s). Here one loop per limit and
+process polls briefly on behalf of all its waiters, in priority order, and tries again the moment
+one of its own slots comes back, so a slot freed anywhere is taken within a fraction of a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextvars
+import heapq
+import itertools
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from uuid import UUID
+
+import httpx
+from prefect.client.orchestration import get_client
+
+from patient_docs.limits.budgets import apply_limits
+from patient_docs.settings import Settings
+
+
+class LimitMissing(RuntimeError):
+    """The named limit does not exist on the Prefect server, so nothing would be limited."""
+
+
+@dataclass
+class Lease:
+    """One slot of one limit, held until `release_after` hands it back."""
+
+    name: str
+    lease_id: UUID
+    acquired_at: float
+    broker: "SlotBroker"
+    released: bool = False
+    renewal: asyncio.Task | None = None
+
+    def release_after(self, delay: float) -> None:
+        """Give the slot back `delay` seconds from now, without blocking the caller."""
+        if not self.released:
+            self.released = True
+            self.broker._call_soon(self.broker._release(self, delay))
+
+
+@dataclass
+class _Limit:
+    name: str
+    waiters: list = field(default_factory=list)  # heap of (-priority, seq, future)
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    task: asyncio.Task | None = None
+
+
+class SlotBroker:
+    """Acquires and releases slots on a private event loop thread; usable from any thread or loop."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.api_calls = 0  # acquisition attempts: what waiting costs the Prefect API
+        self._seq = itertools.count()
+        self._limits: dict[str, _Limit] = {}
+        self._pending: set[asyncio.Task] = set()
+        self._ensured = False
+        self._loop = asyncio.new_event_loop()
+        # Copy the caller's context so the thread sees the same Prefect settings (test harness, profile).
+        ctx = contextvars.copy_context()
+        self._thread = threading.Thread(target=ctx.run, args=(self._run,), name="slot-broker", daemon=True)
+        self._ready = threading.Event()
+        self._thread.start()
+        self._ready.wait()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._main())
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        async with get_client() as client:
+            self._client = client
+            self._ready.set()
+            await self._stop.wait()
+            if self._pending:
+                await asyncio.gather(*self._pending, return_exceptions=True)
+
+    def _call_soon(self, coro) -> concurrent.futures.Future:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop)
+
+    async def acquire(self, name: str, priority: int = 0) -> Lease:
+        """Wait for a slot of limit `name`; higher priority is served first within this process."""
+        future: concurrent.futures.Future = concurrent.futures.Future()
+        self._loop.call_soon_threadsafe(self._enqueue, name, priority, future)
+        try:
+            return await asyncio.wrap_future(future)
+        except asyncio.CancelledError:
+            if not future.cancel() and not future.exception():
+                future.result().release_after(0)  # granted but never used: no request was sent
+            raise
+
+    def _enqueue(self, name: str, priority: int, future: concurrent.futures.Future) -> None:
+        limit = self._limits.get(name)
+        if limit is None:
+            limit = self._limits[name] = _Limit(name)
+        heapq.heappush(limit.waiters, (-priority, next(self._seq), future))
+        if limit.task is None or limit.task.done():
+            limit.task = self._loop.create_task(self._serve(limit))
+        limit.wake.set()
+
+    def _poll_interval(self, name: str) -> float:
+        from patient_docs.limits.budgets import budget_for
+
+        window = budget_for(name, self.settings).window
+        # A small fraction of the window: the expected idle gap per freed slot is half of this.
+        return min(0.5, max(0.05, window / 120))
+
+    def _lease_duration(self, name: str) -> float:
+        from patient_docs.limits.budgets import budget_for
+
+        # A dead holder's slot comes back only after its last request could have arrived plus a
+        # full window; renewals every _RENEW seconds keep live holders' leases ahead of that.
+        window = budget_for(name, self.settings).window
+        return max(60.0, window + self.settings.request_timeout + 2 * _RENEW)
+
+    async def _serve(self, limit: _Limit) -> None:
+        while limit.waiters:
+            while limit.waiters and limit.waiters[0][2].cancelled():
+                heapq.heappop(limit.waiters)
+            if not limit.waiters:
+                return
+            try:
+                lease_id = await self._try_acquire(limit.name)
+            except Exception as exc:  # noqa: BLE001 - the waiter decides what a failure means
+                _, _, future = heapq.heappop(limit.waiters)
+                if not future.cancelled():
+                    future.set_exception(exc)
+                continue
+            if lease_id is None:
+                limit.wake.clear()
+                delay = self._poll_interval(limit.name) * random.uniform(0.5, 1.5)
+                try:
+                    await asyncio.wait_for(limit.wake.wait(), delay)
+                except TimeoutError:
+                    pass
+                continue
+            _, _, future = heapq.heappop(limit.waiters)
+            lease = Lease(limit.name, lease_id, time.monotonic(), self)
+            if future.cancelled() or not future.set_running_or_notify_cancel():
+                await self._client.release_concurrency_slots_with_lease(lease_id)
+                continue
+            lease.renewal = self._loop.create_task(self._renew(lease))
+            future.set_result(lease)
+
+    async def _try_acquire(self, name: str) -> UUID | None:
+        await self._ensure_limits()
+        self.api_calls += 1
+        try:
+            response = await self._client.increment_concurrency_slots_with_lease(
+                names=[name], slots=1, mode="concurrency", lease_duration=self._lease_duration(name)
+            )
+        except httpx.HTTPStatusError as exc:
+            if exc.response.status_code == 423:
+                return None
+            raise
+        body = response.json()
+        if not body.get("limits"):
+            raise LimitMissing(f"Prefect limit {name!r} does not exist: run `patient-docs limits apply`")
+        return UUID(body["lease_id"])
+
+    async def _ensure_limits(self) -> None:
+        # The flow never runs unlimited: a missing limit is created from settings, as `limits apply` does.
+        if self._ensured:
+            return
+        from prefect.exceptions import ObjectNotFound
+
+        from patient_docs.limits.budgets import LIMITS
+
+        for name in LIMITS:
+            try:
+                await self._client.read_global_concurrency_limit_by_name(name)
+            except ObjectNotFound:
+                await apply_limits(self._client, self.settings)
+                break
+        self._ensured = True
+
+    async def _renew(self, lease: Lease) -> None:
+        while True:
+            await asyncio.sleep(_RENEW)
+            try:
+                await self._client.renew_concurrency_lease(lease.lease_id, self._lease_duration(lease.name))
+            except Exception:  # noqa: BLE001 - a missed renewal only makes the lease expire later than needed
+                pass
+
+    async def _release(self, lease: Lease, delay: float) -> None:
+        async def release() -> None:
+            await asyncio.sleep(delay)
+            if lease.renewal is not None:
+                lease.renewal.cancel()
+            for attempt in range(5):
+                try:
+                    await self._client.release_concurrency_slots_with_lease(lease.lease_id)
+                    break
+                except Exception:  # noqa: BLE001 - after 5 tries the lease's expiry frees the slot
+                    await asyncio.sleep(2**attempt)
+            limit = self._limits.get(lease.name)
+            if limit is not None:
+                limit.wake.set()
+
+        self._track(release())
+
+    def _track(self, coro) -> None:
+        task = self._loop.create_task(coro)
+        self._pending.add(task)
+        task.add_done_callback(self._pending.discard)
+
+    def pending_releases(self) -> int:
+        return len(self._pending)
+
+    def drain(self, timeout: float | None = None) -> None:
+        """Wait until every scheduled release has happened (call before the process exits)."""
+
+        async def wait() -> None:
+            while any(not t.done() for t in list(self._pending)):
+                await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+        self._call_soon(asyncio.wait_for(wait(), timeout)).result()
+
+
+_RENEW = 10.0
+_broker: SlotBroker | None = None
+_broker_lock = threading.Lock()
+
+
+def get_broker(settings: Settings) -> SlotBroker:
+    """The process's broker, started on first use."""
+    global _broker
+    with _broker_lock:
+        if _broker is None:
+            _broker = SlotBroker(settings)
+        return _broker
+
+
+def reset_broker() -> None:
+    """Stop the process's broker (tests start a fresh one per Prefect server)."""
+    global _broker
+    with _broker_lock:
+        broker, _broker = _broker, None
+    if broker is not None:
+        broker._loop.call_soon_threadsafe(broker._stop.set)
+        broker._thread.join(timeout=10)

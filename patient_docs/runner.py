@@ -1,0 +1,95 @@
+"""Run many patient flows from one process: the engine behind `run`, `backfill` and `demo`."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+
+from patient_docs.settings import HOME, Settings, get_settings
+
+
+@dataclass
+class Outcome:
+    patient_id: str
+    state: str  # Completed | Failed | Crashed
+    message: str
+    documents: int | None
+    seconds: float
+    flow_run_id: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.state == "Completed"
+
+
+def _set_env(name: str, value: str) -> None:
+    os.environ[name] = value
+
+
+@contextmanager
+def environment(settings: Settings | None = None) -> Iterator[Settings]:
+    """A Prefect API and a Dask cluster that every flow (and every Dask worker) of this process shares."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from deployments.server import prefect_server
+
+    with ExitStack() as stack:
+        api = os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()
+        if not api:
+            # Dask workers are other processes: they need a real server URL, not an ephemeral API.
+            api = stack.enter_context(prefect_server(HOME.resolve() / "prefect"))
+        _set_env("PREFECT_API_URL", api)
+        stack.enter_context(temporary_settings(updates={PREFECT_API_URL: api}))
+        get_settings.cache_clear()
+        settings = settings or get_settings()
+        if not settings.dask_address:
+            from distributed import LocalCluster
+
+            from patient_docs.cluster import local_cluster_kwargs
+
+            cluster = stack.enter_context(LocalCluster(**local_cluster_kwargs(settings)))
+            _set_env("PATIENT_DOCS_DASK_ADDRESS", cluster.scheduler_address)
+            get_settings.cache_clear()
+            settings = get_settings()
+        yield settings
+
+
+async def prepare(settings: Settings) -> None:
+    """Create the patients table if missing and the named limits from the settings."""
+    from prefect.client.orchestration import get_client
+
+    from patient_docs import clients
+    from patient_docs.limits.budgets import apply_limits
+
+    await clients.patients(settings).create_schema()
+    async with get_client() as client:
+        await apply_limits(client, settings)
+
+
+async def run_patients(
+    ids: list[str], *, priority: int, max_concurrent: int = 50,
+    on_done: Callable[[Outcome], None] | None = None,
+) -> list[Outcome]:
+    """Run the flow for every ID, at most `max_concurrent` at once; never raises for a failed patient."""
+    from flows.patient import patient_flow  # imported late: its task runner reads the settings
+
+    gate = asyncio.Semaphore(max_concurrent)
+
+    async def one(patient_id: str) -> Outcome:
+        async with gate:
+            start = time.monotonic()
+            state = await patient_flow(patient_id=patient_id, priority=priority, return_state=True)
+            documents = None
+            if state.is_completed():
+                documents = (await state.result())["documents"]
+            outcome = Outcome(patient_id, state.type.value.title(), state.message or "", documents,
+                              time.monotonic() - start, str(state.state_details.flow_run_id or ""))
+        if on_done:
+            on_done(outcome)
+        return outcome
+
+    return list(await asyncio.gather(*(one(pid) for pid in ids)))
