@@ -147,9 +147,15 @@ def _now() -> str:
 
 
 @contextmanager
-def activity(name: str, *, patient_id: str, settings: Settings, **arguments: object) -> Iterator[ActivityHandle]:
-    """Log a start row, run the block, log a finish row with outcome and duration; re-raise failures."""
+def activity(
+    name: str, *, patient_id: str, settings: Settings, flow_run_id: str | None = None, **arguments: object
+) -> Iterator[ActivityHandle]:
+    """Log a start row, run the block, log a finish row with outcome and duration; re-raise failures.
+
+    `flow_run_id` is for code outside any Prefect run (a plain Dask task) working for a flow run.
+    """
     run_id, logger = _run_context()
+    run_id = flow_run_id or run_id
     encoded = json.dumps(mask_arguments(arguments, settings.log_patient_names), sort_keys=True, default=str)
     handle = ActivityHandle()
 

@@ -36,10 +36,12 @@ def _safe_path(info: zipfile.ZipInfo) -> str:
 
     if not name.strip("/"):
         raise refuse("empty name")
-    if "\\" in name:
-        raise refuse("backslash in name")
     if name.startswith("/"):
         raise refuse("absolute path")
+    if _DRIVE.match(name):
+        raise refuse("drive letter in path")
+    if "\\" in name:
+        raise refuse("backslash in name")
     if _CONTROL.search(name):
         raise refuse("control character in name")
     parts = [p for p in name.split("/") if p not in ("", ".")]

@@ -89,6 +89,10 @@ def demo(
     keep_open: Annotated[bool, typer.Option(help="Keep the servers running for the UI until Ctrl-C.")] = False,
 ) -> None:
     """Seed patients, start simulators, Prefect and Dask, run them all, print a summary."""
+    import os
+
+    # Before Prefect configures logging: run logs still reach the API (and the UI), not the terminal.
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     from patient_docs.demo import run_demo
 
     _exit_for(run_demo(patients, keep_open=keep_open, console=console))

@@ -36,6 +36,7 @@ def environment(settings: Settings | None = None) -> Iterator[Settings]:
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     from deployments.server import prefect_server
+    from patient_docs.limits.broker import reset_broker
 
     with ExitStack() as stack:
         api = os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()
@@ -44,6 +45,8 @@ def environment(settings: Settings | None = None) -> Iterator[Settings]:
             api = stack.enter_context(prefect_server(HOME.resolve() / "prefect"))
         _set_env("PREFECT_API_URL", api)
         stack.enter_context(temporary_settings(updates={PREFECT_API_URL: api}))
+        # Runs before the server stops: held slots are handed over to lease expiry, not lost.
+        stack.callback(reset_broker)
         get_settings.cache_clear()
         settings = settings or get_settings()
         if not settings.dask_address:
@@ -82,12 +85,14 @@ async def run_patients(
     async def one(patient_id: str) -> Outcome:
         async with gate:
             start = time.monotonic()
-            state = await patient_flow(patient_id=patient_id, priority=priority, return_state=True)
-            documents = None
-            if state.is_completed():
-                documents = (await state.result())["documents"]
-            outcome = Outcome(patient_id, state.type.value.title(), state.message or "", documents,
-                              time.monotonic() - start, str(state.state_details.flow_run_id or ""))
+            try:
+                state = await patient_flow(patient_id=patient_id, priority=priority, return_state=True)
+            except Exception as exc:  # noqa: BLE001 - e.g. the Prefect API refused to create the run
+                outcome = Outcome(patient_id, "Crashed", f"{type(exc).__name__}: {exc}", None, time.monotonic() - start)
+            else:
+                documents = (await state.result())["documents"] if state.is_completed() else None
+                outcome = Outcome(patient_id, state.type.value.title(), state.message or "", documents,
+                                  time.monotonic() - start, str(state.state_details.flow_run_id or ""))
         if on_done:
             on_done(outcome)
         return outcome

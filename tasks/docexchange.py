@@ -18,7 +18,7 @@ from patient_docs.limits.budgets import POLL, TRANSFER
 from patient_docs.models import PatientNames
 from patient_docs.settings import get_settings
 from tasks.patients import checkpoint, run_state
-from tasks.policy import SERVICE_RETRIES
+from tasks.policy import SERVICE_RETRIES, honour_retry_after
 
 
 @task(**SERVICE_RETRIES)
@@ -30,7 +30,7 @@ async def start_search(names: PatientNames, priority: int = 0) -> str:
         return run.job_id
     pid = names.patient_id
     with activity("search", patient_id=pid, settings=settings, first_name=names.first_name, last_name=names.last_name):
-        async with clients.docexchange(settings) as dx:
+        async with honour_retry_after(settings), clients.docexchange(settings) as dx:
             async with budget_slot(TRANSFER, settings, patient_id=pid, priority=priority, endpoint="search"):
                 job_id = await dx.start_search(names.first_name, names.last_name)
     await checkpoint(pid, job_id=job_id)
@@ -76,7 +76,7 @@ async def store_archive(patient_id: str, archive_url: str, priority: int = 0) ->
     with activity("store_archive", patient_id=patient_id, settings=settings, archive_url=archive_url):
         with tempfile.TemporaryDirectory(prefix="patient-docs-") as tmp:
             zip_path = Path(tmp) / "archive.zip"
-            async with clients.docexchange(settings) as dx:
+            async with honour_retry_after(settings), clients.docexchange(settings) as dx:
                 dx.check_archive_url(archive_url)  # refuse before spending a slot
                 async with budget_slot(
                     TRANSFER, settings, patient_id=patient_id, priority=priority, endpoint="download",

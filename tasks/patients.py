@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 
 from prefect import task
 from prefect.runtime import flow_run
@@ -23,7 +24,8 @@ async def read_patient_names(patient_id: str) -> PatientNames:
     with activity("read_patient_names", patient_id=patient_id, settings=settings):
         await asyncio.sleep(settings.scaled(settings.database_seconds))
         names = await repo.get_names(patient_id)
-        await repo.start_run(patient_id, run_id=str(flow_run.id or ""))
+        # The run id is the TaskTracker Idempotency-Key: never empty, even outside a flow run.
+        await repo.start_run(patient_id, run_id=str(flow_run.id or uuid.uuid4()))
     return names
 
 

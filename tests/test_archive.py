@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import stat
-from contextlib import nullcontext
 import struct
 import zipfile
 from pathlib import Path
@@ -16,7 +15,10 @@ from patient_docs.errors import HostileArchive
 LIMITS = dict(max_files=10, max_file_bytes=10_000, max_archive_bytes=50_000)
 
 
-def make_zip(path: Path, entries: list[tuple[str | zipfile.ZipInfo, bytes]], method: int = zipfile.ZIP_DEFLATED) -> Path:
+Entries = list[tuple[str | zipfile.ZipInfo, bytes]]
+
+
+def make_zip(path: Path, entries: Entries, method: int = zipfile.ZIP_DEFLATED) -> Path:
     with zipfile.ZipFile(path, "w", compression=method) as zf:
         for name, data in entries:
             zf.writestr(name, data)
@@ -42,10 +44,10 @@ def test_nested_folders_and_unicode(tmp_path: Path) -> None:
         "Akte/Befund Ärztin.pdf": "über".encode(),
         "Akte/年/記録.txt": bytes(range(256)) * 3,
         "a/b/c/d/e/empty": b"",
+        "case/b.txt": b"lower",
+        "case/b.TXT": b"upper",
     }
-    entries: list[tuple[str | zipfile.ZipInfo, bytes]] = [("Akte/", b""), ("a/b/", b"")]
-    entries += list(files.items())
-    archive = make_zip(tmp_path / "nested.zip", entries)
+    archive = make_zip(tmp_path / "nested.zip", [("Akte/", b""), ("a/b/", b""), *files.items()])
     paths = check_archive(archive, **LIMITS)
     assert paths == list(files)
     assert dict(iter_files(archive, paths, max_file_bytes=10_000)) == files
@@ -96,12 +98,9 @@ def test_other_non_regular_entries(tmp_path: Path, kind: int) -> None:
 
 
 def test_regular_unix_modes_and_directories_pass(tmp_path: Path) -> None:
-    entries: list[tuple[str | zipfile.ZipInfo, bytes]] = [
-        (unix_entry("d/", stat.S_IFDIR | 0o755), b""),
-        (unix_entry("d/f.txt", stat.S_IFREG | 0o644), b"f"),
-    ]
+    entries: Entries = [(unix_entry("d/", stat.S_IFDIR | 0o755), b""), (unix_entry("d/f", stat.S_IFREG | 0o644), b"f")]
     archive = make_zip(tmp_path / "modes.zip", entries)
-    assert check_archive(archive, **LIMITS) == ["d/f.txt"]
+    assert check_archive(archive, **LIMITS) == ["d/f"]
 
 
 @pytest.mark.parametrize(
@@ -113,9 +112,9 @@ def test_regular_unix_modes_and_directories_pass(tmp_path: Path) -> None:
         ["caf\u00e9.txt", "cafe\u0301.txt"],
     ],
 )
+@pytest.mark.filterwarnings("ignore:Duplicate name")
 def test_duplicates_after_normalisation(tmp_path: Path, names: list[str]) -> None:
-    with pytest.warns(UserWarning) if names[0] == names[1] else nullcontext():
-        archive = make_zip(tmp_path / "dup.zip", [(n, b"x") for n in names])
+    archive = make_zip(tmp_path / "dup.zip", [(n, b"x") for n in names])
     with pytest.raises(HostileArchive, match="duplicate name"):
         check_archive(archive, **LIMITS)
 
@@ -124,11 +123,6 @@ def test_file_and_folder_with_one_name(tmp_path: Path) -> None:
     archive = make_zip(tmp_path / "clash.zip", [("a", b"file"), ("a/b.txt", b"x")])
     with pytest.raises(HostileArchive, match="both as file and as folder: entry 'a'"):
         check_archive(archive, **LIMITS)
-
-
-def test_case_variants_are_distinct(tmp_path: Path) -> None:
-    archive = make_zip(tmp_path / "case.zip", [("a/b.txt", b"1"), ("a/b.TXT", b"2")])
-    assert check_archive(archive, **LIMITS) == ["a/b.txt", "a/b.TXT"]
 
 
 def test_too_many_files(tmp_path: Path) -> None:

@@ -43,6 +43,8 @@ class DocExchangeClient:
         size = 0
         try:
             async with self._http.stream("GET", url) as response:
+                if response.is_redirect:  # never followed: it could lead anywhere
+                    raise UnsafeArchiveUrl(SERVICE, f"GET {url.path} -> {response.status_code} redirect refused")
                 check(SERVICE, response)
                 with dest.open("wb") as out:
                     async for chunk in response.aiter_bytes(1 << 20):

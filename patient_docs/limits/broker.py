@@ -9,6 +9,7 @@ one of its own slots comes back, so a slot freed anywhere is taken within a frac
 from __future__ import annotations
 
 import asyncio
+import atexit
 import concurrent.futures
 import contextvars
 import heapq
@@ -40,6 +41,7 @@ class Lease:
     broker: "SlotBroker"
     released: bool = False
     renewal: asyncio.Task | None = None
+    release_at: float = 0.0
 
     def release_after(self, delay: float) -> None:
         """Give the slot back `delay` seconds from now, without blocking the caller."""
@@ -65,6 +67,7 @@ class SlotBroker:
         self._seq = itertools.count()
         self._limits: dict[str, _Limit] = {}
         self._pending: set[asyncio.Task] = set()
+        self._holding: dict[UUID, Lease] = {}  # slots waiting out their window before release
         self._ensured = False
         self._loop = asyncio.new_event_loop()
         # Copy the caller's context so the thread sees the same Prefect settings (test harness, profile).
@@ -80,12 +83,16 @@ class SlotBroker:
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
+        # One API call at a time from this process: concurrent writes only contend for the
+        # server's database (on SQLite a lock costs a 503 and a 2 s client back-off).
+        self._api = asyncio.Lock()
         async with get_client() as client:
             self._client = client
             self._ready.set()
             await self._stop.wait()
-            if self._pending:
-                await asyncio.gather(*self._pending, return_exceptions=True)
+            # Holds still pending were handed over to lease expiry (or drained) by reset_broker.
+            for task in [*self._pending, *(lease.renewal for lease in self._holding.values() if lease.renewal)]:
+                task.cancel()
 
     def _call_soon(self, coro) -> concurrent.futures.Future:
         return asyncio.run_coroutine_threadsafe(coro, self._loop)
@@ -158,9 +165,10 @@ class SlotBroker:
         await self._ensure_limits()
         self.api_calls += 1
         try:
-            response = await self._client.increment_concurrency_slots_with_lease(
-                names=[name], slots=1, mode="concurrency", lease_duration=self._lease_duration(name)
-            )
+            async with self._api:
+                response = await self._client.increment_concurrency_slots_with_lease(
+                    names=[name], slots=1, mode="concurrency", lease_duration=self._lease_duration(name)
+                )
         except httpx.HTTPStatusError as exc:
             if exc.response.status_code == 423:
                 return None
@@ -190,18 +198,24 @@ class SlotBroker:
         while True:
             await asyncio.sleep(_RENEW)
             try:
-                await self._client.renew_concurrency_lease(lease.lease_id, self._lease_duration(lease.name))
+                async with self._api:
+                    await self._client.renew_concurrency_lease(lease.lease_id, self._lease_duration(lease.name))
             except Exception:  # noqa: BLE001 - a missed renewal only makes the lease expire later than needed
                 pass
 
     async def _release(self, lease: Lease, delay: float) -> None:
+        lease.release_at = time.monotonic() + delay
+        self._holding[lease.lease_id] = lease
+
         async def release() -> None:
             await asyncio.sleep(delay)
+            self._holding.pop(lease.lease_id, None)
             if lease.renewal is not None:
                 lease.renewal.cancel()
             for attempt in range(5):
                 try:
-                    await self._client.release_concurrency_slots_with_lease(lease.lease_id)
+                    async with self._api:
+                        await self._client.release_concurrency_slots_with_lease(lease.lease_id)
                     break
                 except Exception:  # noqa: BLE001 - after 5 tries the lease's expiry frees the slot
                     await asyncio.sleep(2**attempt)
@@ -228,6 +242,28 @@ class SlotBroker:
 
         self._call_soon(asyncio.wait_for(wait(), timeout)).result()
 
+    def hand_over(self) -> None:
+        """Before exit: let the server's lease expiry release each slot still waiting out its window.
+
+        The lease is renewed to the time left (at least Prefect's 60 s minimum), so the slot comes
+        back no earlier than it would have here, and the process need not stay alive for it.
+        """
+
+        async def renew_all() -> None:
+            now = time.monotonic()
+            for lease in list(self._holding.values()):
+                left = max(60.0, lease.release_at - now + 1.0)
+                try:
+                    await self._client.renew_concurrency_lease(lease.lease_id, left)
+                except Exception:  # noqa: BLE001 - the lease still expires on its own, only later
+                    pass
+
+        if self._holding:
+            try:
+                self._call_soon(asyncio.wait_for(renew_all(), 10)).result(timeout=15)
+            except (TimeoutError, concurrent.futures.TimeoutError):
+                pass  # server unreachable: the leases expire on their own, only later
+
 
 _RENEW = 10.0
 _broker: SlotBroker | None = None
@@ -243,11 +279,18 @@ def get_broker(settings: Settings) -> SlotBroker:
         return _broker
 
 
-def reset_broker() -> None:
-    """Stop the process's broker (tests start a fresh one per Prefect server)."""
+def reset_broker(*, wait: bool = False) -> None:
+    """Stop the process's broker: wait out every hold, or hand the holds over to lease expiry."""
     global _broker
     with _broker_lock:
         broker, _broker = _broker, None
     if broker is not None:
+        if wait:
+            broker.drain()
+        else:
+            broker.hand_over()
         broker._loop.call_soon_threadsafe(broker._stop.set)
         broker._thread.join(timeout=10)
+
+
+atexit.register(reset_broker)

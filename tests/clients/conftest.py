@@ -7,6 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from patient_docs.clients.patients import PatientsRepo, make_engine
+
 PG_ADMIN = dict(host="127.0.0.1", port=5432, user="postgres", database="postgres")
 
 
@@ -34,3 +36,13 @@ def db_url(request: pytest.FixtureRequest, tmp_path) -> str:
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path / 'nested' / 'patients.db'}"
     return request.getfixturevalue("pg_database")
+
+
+@pytest.fixture
+async def repo(db_url: str) -> AsyncIterator[PatientsRepo]:
+    """A repository with its schema created, on each database."""
+    engine = make_engine(db_url)
+    repo = PatientsRepo(engine)
+    await repo.create_schema()
+    yield repo
+    await engine.dispose()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from subprocess import PIPE
 
 import pytest
 from sqlalchemy import text
@@ -19,15 +19,6 @@ from patient_docs.models import DocumentsStatus, PatientNames
 
 def new_id(prefix: str = "p") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:16]}"
-
-
-@pytest.fixture
-async def repo(db_url: str) -> AsyncIterator[PatientsRepo]:
-    engine = make_engine(db_url)
-    repo = PatientsRepo(engine)
-    await repo.create_schema()
-    yield repo
-    await engine.dispose()
 
 
 async def seed(repo: PatientsRepo, n: int = 1) -> list[str]:
@@ -64,10 +55,9 @@ async def test_schema_matches_contract(repo: PatientsRepo) -> None:
                 "WHERE table_name = 'patients'"
             ))).all()
             cols = {r.column_name: (r.data_type, r.is_nullable) for r in rows}
-            assert cols == {
-                "patient_id": ("text", "NO"), "first_name": ("text", "NO"), "last_name": ("text", "NO"),
-                "documents_status": ("text", "YES"), "status_updated_at": ("timestamp with time zone", "YES"),
-            }
+            text_col, tz_col = ("text", "NO"), ("timestamp with time zone", "YES")
+            assert cols == {"patient_id": text_col, "first_name": text_col, "last_name": text_col,
+                            "documents_status": ("text", "YES"), "status_updated_at": tz_col}
 
 
 async def test_get_names_and_unknown(repo: PatientsRepo) -> None:
@@ -164,47 +154,41 @@ async def test_many_concurrent_writers_in_process(repo: PatientsRepo) -> None:
     assert all(s is not None and s.finished for s in states)
 
 
-WORKER = """
-import asyncio, sys
-from patient_docs.clients.patients import PatientsRepo, make_engine
-from patient_docs.models import DocumentsStatus, PatientNames
-
-async def main(url, ids):
-    engine = make_engine(url)
-    repo = PatientsRepo(engine)
-    await repo.create_schema()
-    await repo.upsert_patients(PatientNames(patient_id=i, first_name="a", last_name="b") for i in ids)
-    async def one(pid):
-        await repo.start_run(pid, "r")
-        await repo.get_names(pid)
-        await repo.save_run(pid, job_id="j", archive_stored=True)
-        await repo.set_status(pid, DocumentsStatus.FOUND)
-        await repo.finish_run(pid)
-    await asyncio.gather(*(one(p) for p in ids))
-    await engine.dispose()
-
-asyncio.run(main(sys.argv[1], sys.argv[2:]))
-"""
+WORKER = Path(__file__).with_name("sqlite_worker.py")
 
 
-def test_sqlite_many_processes_do_not_lock(tmp_path) -> None:
+async def test_sqlite_many_processes_do_not_lock(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'db' / 'shared.db'}"
     groups = [[new_id(f"w{w}") for _ in range(25)] for w in range(6)]
-    procs = [
-        subprocess.Popen([sys.executable, "-c", WORKER, url, *ids], stderr=subprocess.PIPE, text=True)
-        for ids in groups
-    ]
-    errors = [(p.wait(timeout=120), p.stderr.read()) for p in procs]
-    assert all(code == 0 for code, _ in errors), errors
+    spawn = (asyncio.create_subprocess_exec(sys.executable, str(WORKER), url, *ids, stderr=PIPE) for ids in groups)
+    procs = [await p for p in spawn]
+    results = await asyncio.wait_for(asyncio.gather(*(p.communicate() for p in procs)), timeout=120)
+    assert all(p.returncode == 0 for p in procs), [err.decode()[-2000:] for _, err in results]
+    engine = make_engine(url)
+    repo = PatientsRepo(engine)
+    for pid in (i for g in groups for i in g):
+        assert (await repo.get_status(pid))[0] == "DOCUMENTS_FOUND"
+        state = await repo.get_run(pid)
+        assert state is not None and state.finished
+    async with engine.connect() as conn:
+        assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
+    await engine.dispose()
 
-    async def check() -> None:
-        engine = make_engine(url)
-        repo = PatientsRepo(engine)
-        for pid in (i for g in groups for i in g):
-            assert (await repo.get_status(pid))[0] == "DOCUMENTS_FOUND"
-            assert (await repo.get_run(pid)).finished
-        async with engine.connect() as conn:
-            assert (await conn.execute(text("PRAGMA journal_mode"))).scalar() == "wal"
-        await engine.dispose()
 
-    asyncio.run(check())
+async def test_existing_table_is_used_as_is(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'existing.db'}"
+    engine = make_engine(url)
+    async with engine.begin() as conn:
+        await conn.execute(text(
+            "CREATE TABLE patients (patient_id TEXT PRIMARY KEY, first_name TEXT NOT NULL, last_name TEXT NOT NULL, "
+            "documents_status TEXT, status_updated_at TIMESTAMP WITH TIME ZONE, extra TEXT)"
+        ))
+        await conn.execute(text("INSERT INTO patients VALUES ('P1', 'Ada', 'Byron', NULL, NULL, 'keep')"))
+    repo = PatientsRepo(engine)
+    await repo.create_schema()
+    assert (await repo.get_names("P1")).last_name == "Byron"
+    await repo.set_status("P1", DocumentsStatus.FOUND)
+    async with engine.connect() as conn:
+        row = (await conn.execute(text("SELECT extra, documents_status FROM patients"))).one()
+    assert tuple(row) == ("keep", "DOCUMENTS_FOUND")
+    await engine.dispose()
