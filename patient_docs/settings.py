@@ -65,6 +65,8 @@ class Settings(BaseSettings):
     poll_initial_seconds: float = 1.0
     poll_max_seconds: float = 60.0
     outage_deadline_seconds: float = 4 * 3600.0
+    # A low-priority waiter queued this many windows is served like a high-priority one.
+    priority_aging_windows: float = 10.0
 
     # Archive safety.
     max_archive_files: int = 3000

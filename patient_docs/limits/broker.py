@@ -23,7 +23,8 @@ from uuid import UUID
 import httpx
 from prefect.client.orchestration import get_client
 
-from patient_docs.limits.budgets import apply_limits
+from patient_docs.limits.budgets import apply_limits, budget_for
+from patient_docs.limits.priority import HIGH, Markers, marker_name
 from patient_docs.settings import Settings
 
 
@@ -53,9 +54,10 @@ class Lease:
 @dataclass
 class _Limit:
     name: str
-    waiters: list = field(default_factory=list)  # heap of (-priority, seq, future)
+    waiters: list = field(default_factory=list)  # heap of (-priority, seq, future, queued at)
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
+    held: int = 0  # slots this process holds (in flight or waiting out their window)
 
 
 class SlotBroker:
@@ -88,6 +90,8 @@ class SlotBroker:
         self._api = asyncio.Lock()
         async with get_client() as client:
             self._client = client
+            self._markers = Markers(client)
+            self._markers_renewed = time.monotonic()
             self._ready.set()
             await self._stop.wait()
             # Holds still pending were handed over to lease expiry (or drained) by reset_broker.
@@ -112,21 +116,17 @@ class SlotBroker:
         limit = self._limits.get(name)
         if limit is None:
             limit = self._limits[name] = _Limit(name)
-        heapq.heappush(limit.waiters, (-priority, next(self._seq), future))
+        heapq.heappush(limit.waiters, (-priority, next(self._seq), future, time.monotonic()))
         if limit.task is None or limit.task.done():
             limit.task = self._loop.create_task(self._serve(limit))
         limit.wake.set()
 
     def _poll_interval(self, name: str) -> float:
-        from patient_docs.limits.budgets import budget_for
-
         window = budget_for(name, self.settings).window
         # A small fraction of the window: the expected idle gap per freed slot is half of this.
         return min(0.5, max(0.05, window / 120))
 
     def _lease_duration(self, name: str) -> float:
-        from patient_docs.limits.budgets import budget_for
-
         # A dead holder's slot comes back only after its last request could have arrived plus a
         # full window; renewals every _RENEW seconds keep live holders' leases ahead of that.
         window = budget_for(name, self.settings).window
@@ -134,35 +134,69 @@ class SlotBroker:
 
     async def _serve(self, limit: _Limit) -> None:
         while limit.waiters:
+            self._promote_aged(limit)
             while limit.waiters and limit.waiters[0][2].cancelled():
                 heapq.heappop(limit.waiters)
             if not limit.waiters:
-                return
+                break
+            limit.wake.clear()  # before trying: a release during the attempt must still wake us
             try:
-                lease_id = await self._try_acquire(limit.name)
+                lease_id = await self._next_slot(limit, high=-limit.waiters[0][0] >= HIGH)
             except Exception as exc:  # noqa: BLE001 - the waiter decides what a failure means
-                _, _, future = heapq.heappop(limit.waiters)
+                _, _, future, _ = heapq.heappop(limit.waiters)
                 if not future.cancelled():
                     future.set_exception(exc)
                 continue
             if lease_id is None:
-                limit.wake.clear()
                 delay = self._poll_interval(limit.name) * random.uniform(0.5, 1.5)
+                if limit.held >= budget_for(limit.name, self.settings).count:
+                    # Every slot is ours: the next one frees here, and its release wakes us.
+                    delay = budget_for(limit.name, self.settings).window
                 try:
                     await asyncio.wait_for(limit.wake.wait(), delay)
                 except TimeoutError:
                     pass
                 continue
-            _, _, future = heapq.heappop(limit.waiters)
+            _, _, future, _ = heapq.heappop(limit.waiters)
             lease = Lease(limit.name, lease_id, time.monotonic(), self)
             if future.cancelled() or not future.set_running_or_notify_cancel():
-                await self._client.release_concurrency_slots_with_lease(lease_id)
+                async with self._api:
+                    await self._client.release_concurrency_slots_with_lease(lease_id)
                 continue
             lease.renewal = self._loop.create_task(self._renew(lease))
+            limit.held += 1
             future.set_result(lease)
+        async with self._api:
+            await self._markers.lower(limit.name)
+
+    async def _next_slot(self, limit: _Limit, *, high: bool) -> UUID | None:
+        """Try for a slot; a low-priority waiter first leaves it to high-priority runs elsewhere."""
+        await self._ensure_limits()
+        async with self._api:
+            if high:
+                await self._markers.raise_(limit.name)
+                if time.monotonic() - self._markers_renewed > _RENEW:
+                    await self._markers.renew()
+                    self._markers_renewed = time.monotonic()
+            else:
+                await self._markers.lower(limit.name)
+                self.api_calls += 1
+                if await self._markers.others_waiting(limit.name):
+                    return None
+        return await self._try_acquire(limit.name)
+
+    def _promote_aged(self, limit: _Limit) -> None:
+        # No starvation: a low-priority waiter queued longer than the aging time counts as high.
+        aging = self.settings.priority_aging_windows * budget_for(limit.name, self.settings).window
+        cutoff = time.monotonic() - aging
+        aged = [i for i, w in enumerate(limit.waiters) if -w[0] < HIGH and w[3] < cutoff]
+        for i in aged:
+            _, seq, future, queued = limit.waiters[i]
+            limit.waiters[i] = (-HIGH, seq, future, queued)
+        if aged:
+            heapq.heapify(limit.waiters)
 
     async def _try_acquire(self, name: str) -> UUID | None:
-        await self._ensure_limits()
         self.api_calls += 1
         try:
             async with self._api:
@@ -186,7 +220,7 @@ class SlotBroker:
 
         from patient_docs.limits.budgets import LIMITS
 
-        for name in LIMITS:
+        for name in [*LIMITS, *map(marker_name, LIMITS)]:
             try:
                 await self._client.read_global_concurrency_limit_by_name(name)
             except ObjectNotFound:
@@ -219,9 +253,9 @@ class SlotBroker:
                     break
                 except Exception:  # noqa: BLE001 - after 5 tries the lease's expiry frees the slot
                     await asyncio.sleep(2**attempt)
-            limit = self._limits.get(lease.name)
-            if limit is not None:
-                limit.wake.set()
+            limit = self._limits[lease.name]
+            limit.held -= 1
+            limit.wake.set()
 
         self._track(release())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from prefect.client.orchestration import PrefectClient
 from prefect.client.schemas.actions import GlobalConcurrencyLimitUpdate
 
+from patient_docs.limits.priority import MARKER_SLOTS, marker_name
 from patient_docs.settings import Budget, Settings
 
 TRANSFER = "docexchange-search"  # searches and downloads share DocumentExchange's transfer budget
@@ -31,5 +32,7 @@ async def apply_limits(client: PrefectClient, settings: Settings) -> dict[str, B
         # window has passed since its request's response, which makes the budget exact.
         await client.upsert_global_concurrency_limit_by_name(name, budget.count, slot_decay_per_second=0.0)
         await client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(active=True))
+        # Companion limit counting processes with high-priority waiters (see limits/priority.py).
+        await client.upsert_global_concurrency_limit_by_name(marker_name(name), MARKER_SLOTS, slot_decay_per_second=0.0)
         applied[name] = budget
     return applied
