@@ -73,28 +73,57 @@ async def prepare(settings: Settings) -> None:
         await apply_limits(client, settings)
 
 
+async def create_runs(ids: list[str], *, priority: int, tags: tuple[str, ...] = ()) -> list:
+    """Create every patient's flow run at once (Pending in the UI until admitted)."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Pending
+
+    from flows.patient import patient_flow
+
+    async with get_client() as client:
+        gate = asyncio.Semaphore(8)  # creation is cheap but not free for the server's database
+
+        async def create(patient_id: str):
+            async with gate:
+                return await client.create_flow_run(
+                    patient_flow, parameters={"patient_id": patient_id, "priority": priority},
+                    name=f"patient-{patient_id}"[:100], tags=list(tags), state=Pending(message="waiting for admission"),
+                )
+
+        return list(await asyncio.gather(*(create(pid) for pid in ids)))
+
+
 async def run_patients(
     ids: list[str], *, priority: int, max_concurrent: int = 50,
-    on_done: Callable[[Outcome], None] | None = None,
+    on_done: Callable[[Outcome], None] | None = None, tags: tuple[str, ...] = (),
 ) -> list[Outcome]:
-    """Run the flow for every ID, at most `max_concurrent` at once; never raises for a failed patient."""
+    """Run the flow for every ID, at most `max_concurrent` at once; never raises for a failed patient.
+
+    All flow runs are created first, so the UI shows the whole batch at once; admission then
+    runs them in this process, which keeps memory flat (one event loop, no process per run).
+    """
+    from prefect.flow_engine import run_flow_async
+
     from flows.patient import patient_flow  # imported late: its task runner reads the settings
 
+    flow_runs = await create_runs(ids, priority=priority, tags=tags)
     gate = asyncio.Semaphore(max_concurrent)
 
-    async def one(patient_id: str) -> Outcome:
+    async def one(patient_id: str, flow_run) -> Outcome:
         async with gate:
             start = time.monotonic()
             try:
-                state = await patient_flow(patient_id=patient_id, priority=priority, return_state=True)
-            except Exception as exc:  # noqa: BLE001 - e.g. the Prefect API refused to create the run
-                outcome = Outcome(patient_id, "Crashed", f"{type(exc).__name__}: {exc}", None, time.monotonic() - start)
+                state = await run_flow_async(patient_flow, flow_run=flow_run, parameters=flow_run.parameters,
+                                             return_type="state")
+            except Exception as exc:  # noqa: BLE001 - e.g. the Prefect API refused a state change
+                outcome = Outcome(patient_id, "Crashed", f"{type(exc).__name__}: {exc}", None,
+                                  time.monotonic() - start, str(flow_run.id))
             else:
                 documents = (await state.result())["documents"] if state.is_completed() else None
                 outcome = Outcome(patient_id, state.type.value.title(), state.message or "", documents,
-                                  time.monotonic() - start, str(state.state_details.flow_run_id or ""))
+                                  time.monotonic() - start, str(flow_run.id))
         if on_done:
             on_done(outcome)
         return outcome
 
-    return list(await asyncio.gather(*(one(pid) for pid in ids)))
+    return list(await asyncio.gather(*(one(pid, fr) for pid, fr in zip(ids, flow_runs))))
