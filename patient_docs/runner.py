@@ -84,13 +84,30 @@ async def create_runs(ids: list[str], *, priority: int, tags: tuple[str, ...] = 
         gate = asyncio.Semaphore(8)  # creation is cheap but not free for the server's database
 
         async def create(patient_id: str):
+            parameters = {"patient_id": patient_id, "priority": priority}
             async with gate:
                 return await client.create_flow_run(
-                    patient_flow, parameters={"patient_id": patient_id, "priority": priority},
-                    name=f"patient-{patient_id}"[:100], tags=list(tags), state=Pending(message="waiting for admission"),
+                    patient_flow, parameters=parameters, name=f"patient-{patient_id}"[:100], tags=list(tags),
+                    state=Pending(message="waiting for admission"), parent_task_run_id=await _parent(parameters),
                 )
 
         return list(await asyncio.gather(*(create(pid) for pid in ids)))
+
+
+async def _parent(parameters: dict):
+    """Inside a flow (the backfill deployment), a tracking task run makes each patient a subflow in the UI."""
+    from prefect import Task
+    from prefect.context import FlowRunContext
+
+    from flows.patient import patient_flow
+
+    context = FlowRunContext.get()
+    if context is None:
+        return None
+    # What Prefect's engine does for a subflow call; the server then mirrors the subflow's state on it.
+    tracker = Task(name=patient_flow.name, fn=patient_flow.fn)
+    tracker._is_subflow_tracking_task = True
+    return (await tracker.create_run(flow_run_context=context, parameters=parameters)).id
 
 
 async def run_patients(

@@ -64,7 +64,9 @@ class Settings(BaseSettings):
     download_timeout: float = Field(600.0, gt=0)
     poll_initial_seconds: float = 1.0
     poll_max_seconds: float = 60.0
-    outage_deadline_seconds: float = 4 * 3600.0
+    outage_deadline_seconds: float = 4 * 3600.0  # how long a patient waits through an outage
+    retry_base_seconds: float = 2.0
+    retry_max_seconds: float = 600.0
     # A low-priority waiter queued this many windows is served like a high-priority one.
     priority_aging_windows: float = 10.0
 

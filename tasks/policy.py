@@ -6,8 +6,6 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from prefect.tasks import exponential_backoff
-
 from patient_docs.errors import PermanentError, PatientDocsError, TransientError
 from patient_docs.settings import Settings, get_settings
 
@@ -23,14 +21,21 @@ def transient_only(task, task_run, state) -> bool:
     return isinstance(exc, Exception)  # unknown failures get the task's retries
 
 
-# The first retry waits 2 s (scaled by PATIENT_DOCS_TIME_SCALE, so simulations and tests wait 2 s x scale).
-RETRY_BASE_SECONDS = 2.0 * get_settings().time_scale
+def outage_delays(settings: Settings) -> list[float]:
+    """Retry delays doubling from retry_base_seconds up to retry_max_seconds, until they cover the
+    outage deadline (all x time_scale). Defaults: 2 s, 4 s … 10 min, about 4 hours in 31 retries."""
+    delays: list[float] = []
+    delay = settings.scaled(settings.retry_base_seconds)
+    while sum(delays) < settings.scaled(settings.outage_deadline_seconds) and len(delays) < 50:  # Prefect's cap
+        delays.append(delay)
+        delay = min(delay * 2, settings.scaled(settings.retry_max_seconds))
+    return delays
 
-# Outages last seconds to many minutes: 10 retries spaced 2 s, 4 s .. ~17 min (jittered, x time_scale)
-# ride out about 34 minutes in total; after that the task, and so the flow run, ends Failed.
+
+# A patient waits through an outage until the deadline, then its task, and so its run, ends Failed.
 SERVICE_RETRIES = dict(
-    retries=10,
-    retry_delay_seconds=exponential_backoff(backoff_factor=RETRY_BASE_SECONDS),
+    retries=len(outage_delays(get_settings())),
+    retry_delay_seconds=outage_delays(get_settings()),
     retry_jitter_factor=0.5,
     retry_condition_fn=transient_only,
 )

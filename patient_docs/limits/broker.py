@@ -14,6 +14,7 @@ import concurrent.futures
 import contextvars
 import heapq
 import itertools
+import logging
 import random
 import threading
 import time
@@ -43,6 +44,7 @@ class Lease:
     released: bool = False
     renewal: asyncio.Task | None = None
     release_at: float = 0.0
+    release_task: asyncio.Task | None = None
 
     def release_after(self, delay: float) -> None:
         """Give the slot back `delay` seconds from now, without blocking the caller."""
@@ -124,7 +126,7 @@ class SlotBroker:
     def _poll_interval(self, name: str) -> float:
         window = budget_for(name, self.settings).window
         # A small fraction of the window: the expected idle gap per freed slot is half of this.
-        return min(0.5, max(0.05, window / 120))
+        return min(0.5, max(0.1, window / 120))
 
     def _lease_duration(self, name: str) -> float:
         # A dead holder's slot comes back only after its last request could have arrived plus a
@@ -229,13 +231,17 @@ class SlotBroker:
         self._ensured = True
 
     async def _renew(self, lease: Lease) -> None:
+        # A lease that lapses frees the slot while we may still be inside its window: keep trying.
+        delay = _RENEW
         while True:
-            await asyncio.sleep(_RENEW)
+            await asyncio.sleep(delay)
             try:
                 async with self._api:
                     await self._client.renew_concurrency_lease(lease.lease_id, self._lease_duration(lease.name))
-            except Exception:  # noqa: BLE001 - a missed renewal only makes the lease expire later than needed
-                pass
+                delay = _RENEW
+            except Exception as exc:  # noqa: BLE001 - retried every second until the server answers
+                logger.warning("renewing the lease of a %s slot failed (%s); retrying", lease.name, exc)
+                delay = 1.0
 
     async def _release(self, lease: Lease, delay: float) -> None:
         lease.release_at = time.monotonic() + delay
@@ -257,12 +263,13 @@ class SlotBroker:
             limit.held -= 1
             limit.wake.set()
 
-        self._track(release())
+        lease.release_task = self._track(release())
 
-    def _track(self, coro) -> None:
+    def _track(self, coro) -> asyncio.Task:
         task = self._loop.create_task(coro)
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
+        return task
 
     def pending_releases(self) -> int:
         return len(self._pending)
@@ -277,29 +284,38 @@ class SlotBroker:
         self._call_soon(asyncio.wait_for(wait(), timeout)).result()
 
     def hand_over(self) -> None:
-        """Before exit: let the server's lease expiry release each slot still waiting out its window.
+        """Before exit: release soon-free slots ourselves, leave the others to the server's lease expiry.
 
-        The lease is renewed to the time left (at least Prefect's 60 s minimum), so the slot comes
-        back no earlier than it would have here, and the process need not stay alive for it.
+        A lease can only be renewed for Prefect's 60 s minimum: handing over a slot with 0.2 s left
+        would idle it for a minute, so slots due within _WAIT_AT_EXIT seconds are waited out here;
+        the others are renewed to their time left, so none comes back early.
         """
 
         async def renew_all() -> None:
             now = time.monotonic()
+            soon = []
             for lease in list(self._holding.values()):
-                left = max(60.0, lease.release_at - now + 1.0)
+                left = lease.release_at - now
+                if left <= _WAIT_AT_EXIT and lease.release_task is not None:
+                    soon.append(lease.release_task)
+                    continue
                 try:
-                    await self._client.renew_concurrency_lease(lease.lease_id, left)
+                    await self._client.renew_concurrency_lease(lease.lease_id, max(60.0, left + 1.0))
                 except Exception:  # noqa: BLE001 - the lease still expires on its own, only later
                     pass
+            if soon:
+                await asyncio.wait(soon)
 
         if self._holding:
             try:
-                self._call_soon(asyncio.wait_for(renew_all(), 10)).result(timeout=15)
+                self._call_soon(asyncio.wait_for(renew_all(), _WAIT_AT_EXIT + 15)).result(timeout=_WAIT_AT_EXIT + 20)
             except (TimeoutError, concurrent.futures.TimeoutError):
                 pass  # server unreachable: the leases expire on their own, only later
 
 
 _RENEW = 10.0
+_WAIT_AT_EXIT = 30.0
+logger = logging.getLogger(__name__)
 _broker: SlotBroker | None = None
 _broker_lock = threading.Lock()
 

@@ -42,16 +42,23 @@ async def test_failure_kinds_map_to_typed_errors(reply, error):
 
 def test_service_tasks_carry_the_visible_policy(settings):
     from tasks.docexchange import start_search, store_archive, wait_for_archive
-    from tasks.policy import RETRY_BASE_SECONDS, transient_only
+    from tasks.policy import outage_delays, transient_only
     from tasks.tasktracker import append_report, create_entry, set_entry_status
 
-    assert RETRY_BASE_SECONDS == pytest.approx(2.0 * settings.time_scale)
     for task in (start_search, wait_for_archive, store_archive, create_entry, set_entry_status, append_report):
-        assert task.retries == 10 and task.retry_condition_fn is transient_only
-        delays = task.retry_delay_seconds
-        assert delays == pytest.approx([RETRY_BASE_SECONDS * 2**i for i in range(10)])
-    # the retry deadline: at most ~34 min of waiting (x time_scale), +50 % jitter at most
-    assert sum(delays) == pytest.approx(2046 * settings.time_scale)
+        assert task.retry_condition_fn is transient_only
+        assert task.retry_delay_seconds == outage_delays(settings) and task.retries == len(task.retry_delay_seconds)
+
+
+def test_retries_cover_the_outage_deadline():
+    from tasks.policy import outage_delays
+
+    delays = outage_delays(Settings(time_scale=1.0))
+    assert delays[:3] == [2.0, 4.0, 8.0] and max(delays) == 600.0  # doubling, then capped
+    assert sum(delays) >= 4 * 3600 > sum(delays[:-1])  # waits through the deadline, not much longer
+    assert len(delays) <= 50  # Prefect's limit on a list of delays
+    short = outage_delays(Settings(time_scale=1.0, outage_deadline_seconds=60))
+    assert short == [2.0, 4.0, 8.0, 16.0, 32.0]
 
 
 async def test_retry_after_is_honoured_and_capped():
