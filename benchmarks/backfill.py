@@ -144,8 +144,11 @@ class RssSampler(threading.Thread):
             return "prefect server"
         if "uvicorn" in cmd or "prefect.server" in cmd:
             return "prefect server child"
+        if "resource_tracker" in cmd:
+            return "multiprocessing resource tracker"
         if "multiprocessing" in cmd or "distributed" in cmd:
-            return "dask nanny/worker" if proc.parent() and proc.parent().pid == os.getpid() or True else cmd[:60]
+            parent = proc.parent()
+            return "dask worker (spawned by the in-process nanny)" if parent and parent.pid == os.getpid() else "dask worker"
         return cmd[:60]
 
     def sample(self) -> None:
@@ -233,6 +236,24 @@ def transfer_gaps(rows) -> float:
     return max((b - a for a, b in zip(sends, sends[1:])), default=0) / 1e6
 
 
+def milestones(rows, began_wall: float) -> dict[str, float]:
+    """Seconds after run_patients was called: first and last of the activities that set the makespan."""
+    from patient_docs.audit import micros
+
+    first: dict[str, float] = {}
+    last: dict[str, float] = {}
+    for row in rows:
+        key = f"{row.activity}.{row.event}"
+        if row.activity == "request" and row.event == "start":
+            key = f"request.{row.args.get('endpoint')}"
+        t = micros(row.timestamp) / 1e6 - began_wall
+        first.setdefault(key, t)
+        last[key] = t
+    keys = ("read_patient_names.start", "request.search", "request.download", "store_archive.finish",
+            "convert_document.start", "convert_document.finish", "append_report.finish")
+    return {k: (first.get(k, float("nan")), last.get(k, float("nan"))) for k in keys}
+
+
 def server_log_errors(log: Path) -> int:
     if not log.exists():
         return 0
@@ -303,7 +324,7 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"  [{time.monotonic() - began:7.1f} s] {done[0]}/{args.patients} "
                           f"{outcome.patient_id} {outcome.state} {outcome.message[:120]}", flush=True)
 
-            began = time.monotonic()
+            began, began_wall = time.monotonic(), time.time()
             outcomes = asyncio.run(run_patients(ids, priority=0, max_concurrent=args.max_concurrent, on_done=on_done))
             makespan = time.monotonic() - began
             sampler.sample()
@@ -322,6 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         report = audit(csv, settings)
         use = slot_use(rows, settings.worker_threads)
         gap = transfer_gaps(rows)
+        marks = milestones(rows, began_wall)
         log_errors = server_log_errors(tmp / "prefect" / "server.log")
 
     # ------------------------------------------------------------ figures
@@ -350,6 +372,8 @@ def main(argv: list[str] | None = None) -> int:
     u = use["use"]
     print(f"conversion-slot use while files waited: {'-' if u is None else f'{u:.1%}'} over {use['queued_s']:.1f} s "
           f"queued ({use['conversions']} conversions) (goal >= 95 %)")
+    print("milestones, s after run_patients (first .. last): " + "; ".join(
+        f"{k} {a:.1f}..{b:.1f}" for k, (a, b) in marks.items()))
     print(f"transfer requests: {report.budgets[0].requests}, longest gap between transfer sends {gap:.2f} s "
           f"(window {budget.window:g} s); audit steady use "
           f"{'-' if report.budgets[0].steady_use is None else f'{report.budgets[0].steady_use:.3f}'}")

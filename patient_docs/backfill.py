@@ -35,7 +35,18 @@ def backfill(ids_file: Path | None, *, max_concurrent: int, priority: int, conso
         if not ids:
             console.print("nothing to backfill: every patient has a status")
             return []
-        return asyncio.run(_run_with_progress(ids, settings, max_concurrent, priority, console))
+        outcomes = asyncio.run(_run_with_progress(ids, settings, max_concurrent, priority, console))
+        _picture(outcomes, settings, console)
+        return outcomes
+
+
+def _picture(outcomes: list[Outcome], settings: Settings, console: Console) -> None:
+    from patient_docs.timeline import draw_timeline
+
+    picture = settings.activity_log.with_name(f"backfill-{time.strftime('%Y%m%d-%H%M%S')}.png")
+    summary = draw_timeline(settings.activity_log, picture, settings, flow_run_ids={o.flow_run_id for o in outcomes})
+    failed = sum(not o.ok for o in outcomes)
+    console.print(f"{len(outcomes) - failed} completed, {failed} failed; timeline of {summary.patients} patients: {picture}")
 
 
 async def _run_with_progress(ids, settings, max_concurrent, priority, console) -> list[Outcome]:

@@ -31,7 +31,8 @@ def run(
 
     def line(o) -> None:
         docs = "" if o.documents is None else f" documents={o.documents}"
-        console.print(f"{o.patient_id}\t{o.state}{docs}\t{o.seconds:.1f}s\t{o.message if not o.ok else ''}", markup=False)
+        # Plain tab-separated text, not rich: easy to grep, cut and parse.
+        typer.echo(f"{o.patient_id}\t{o.state}{docs}\t{o.seconds:.1f}s\t{o.message if not o.ok else ''}")
 
     with environment() as settings:
         asyncio.run(prepare(settings))

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from distributed import Client
+from prefect.context import FlowRunContext
 from prefect_dask import DaskTaskRunner
 
 from patient_docs.settings import Settings
@@ -32,3 +37,15 @@ def task_runner(settings: Settings) -> DaskTaskRunner:
     if settings.dask_address:
         return DaskTaskRunner(address=settings.dask_address)
     return DaskTaskRunner(cluster_kwargs=local_cluster_kwargs(settings))
+
+
+@asynccontextmanager
+async def flow_dask_client() -> AsyncIterator[Client]:
+    """An async client to the cluster of the current flow run's DaskTaskRunner, usable from a task.
+
+    prefect_dask.get_async_dask_client only works in the flow itself or on a Dask worker; a task
+    running in the flow's process reaches the runner through the flow run context instead.
+    """
+    runner = FlowRunContext.get().task_runner
+    async with Client(runner.client.scheduler.address, asynchronous=True) as client:
+        yield client

@@ -7,14 +7,12 @@ import time
 from dataclasses import asdict
 
 from prefect import task
-from prefect.context import FlowRunContext
 from prefect.runtime import flow_run
-from prefect_dask import get_async_dask_client
 from pydantic import BaseModel
 
 from patient_docs import clients
 from patient_docs.activity_log import activity
-from patient_docs.cluster import conversion_resources
+from patient_docs.cluster import conversion_resources, flow_dask_client
 from patient_docs.models import Report
 from patient_docs.pdf import make_pdf, pdf_name
 from patient_docs.settings import get_settings
@@ -38,8 +36,9 @@ def convert_file(patient_id: str, source: str, flow_run_id: str) -> Converted:
     return Converted(source=source, pdf=name, rows=[asdict(r) for r in act.rows])
 
 
+@task(retries=2, retry_delay_seconds=5)
 async def convert_all(patient_id: str, sources: list[str], priority: int = 0) -> list[Converted]:
-    """Submit one Dask task per file through the flow's prefect-dask runner, each asking for its share.
+    """Convert every file on the Dask cluster, one Dask task per file, each asking for its share.
 
     Plain Dask tasks, not Prefect tasks: a 3000-file archive costs the Prefect API nothing per
     file, the worker's resources (CPU=8, MEMORY=12e9) cap concurrent conversions across every flow
@@ -49,11 +48,8 @@ async def convert_all(patient_id: str, sources: list[str], priority: int = 0) ->
         return []
     settings = get_settings()
     run_id = str(flow_run.id or "")
-    # prefect-dask 0.3.7 connects its runner lazily, and get_async_dask_client reads the private
-    # client without connecting: touch the public property first.
-    FlowRunContext.get().task_runner.client
     with activity("convert_documents", patient_id=patient_id, settings=settings, files=len(sources)):
-        async with get_async_dask_client() as client:
+        async with flow_dask_client() as client:
             futures = client.map(
                 convert_file, [patient_id] * len(sources), sources, [run_id] * len(sources),
                 resources=conversion_resources(settings), priority=priority, retries=2, pure=False,

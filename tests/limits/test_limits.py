@@ -97,7 +97,8 @@ async def test_reset_broker_hands_held_leases_over_to_the_server(limits_api, lim
     import patient_docs.limits.broker as broker_module
     from patient_docs.limits.broker import SlotBroker, reset_broker
 
-    settings, _ = limits_env(docexchange_poll_limit="1/30s")
+    # 45 s left is more than the broker waits out at exit (30 s): this slot is handed over.
+    settings, _ = limits_env(docexchange_poll_limit="1/45s")
     await apply(limits_api, settings)
     with temporary_settings(updates={PREFECT_API_URL: limits_api}):
         broker = SlotBroker(settings)
@@ -112,7 +113,7 @@ async def test_reset_broker_hands_held_leases_over_to_the_server(limits_api, lim
     monkeypatch.setattr(broker._client, "renew_concurrency_lease", observed_renew)
 
     lease = await broker.acquire(POLL)
-    lease.release_after(30)  # as budget_slot does after the response: hold for a full window
+    lease.release_after(45)  # as budget_slot does after the response: hold for a full window
     await asyncio.wrap_future(broker._call_soon(asyncio.sleep(0)))  # the release is scheduled before this
     assert lease.lease_id in broker._holding
     handed_at = time.monotonic()
@@ -127,6 +128,28 @@ async def test_reset_broker_hands_held_leases_over_to_the_server(limits_api, lim
         await client.release_concurrency_slots_with_lease(lease.lease_id)  # clean up for later tests
         limit = await client.read_global_concurrency_limit_by_name(POLL)
         assert limit.active_slots == 0
+
+
+async def test_reset_broker_waits_out_a_slot_that_is_nearly_free(limits_api, limits_env, monkeypatch):
+    """A hold with little time left is released at its time, not handed over: a 60 s lease (Prefect's
+    minimum) would idle it for a minute."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    import patient_docs.limits.broker as broker_module
+    from patient_docs.limits.broker import SlotBroker, reset_broker
+
+    settings, _ = limits_env(docexchange_poll_limit="1/2s")
+    await apply(limits_api, settings)
+    with temporary_settings(updates={PREFECT_API_URL: limits_api}):
+        broker = SlotBroker(settings)
+    monkeypatch.setattr(broker_module, "_broker", broker)
+    lease = await broker.acquire(POLL)
+    lease.release_after(2)
+    await asyncio.wrap_future(broker._call_soon(asyncio.sleep(0)))
+    reset_broker()
+    assert time.monotonic() >= lease.release_at  # it waited for the window, not less
+    async with prefect_client(limits_api) as client:
+        assert (await client.read_global_concurrency_limit_by_name(POLL)).active_slots == 0
 
 
 @pytest.mark.slow

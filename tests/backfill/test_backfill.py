@@ -1,0 +1,122 @@
+"""Backfill at scale (issue 4): admission width, a 3000-file archive, and `patient-docs backfill --ids-file`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+from patient_docs import clients
+from patient_docs.activity_log import read_rows
+from patient_docs.audit import micros
+from patient_docs.pdf import pdf_name
+from patient_docs.runner import run_patients
+
+BIN = Path(sys.executable).parent
+REPO = Path(__file__).resolve().parents[2]
+
+
+def rejected(*sims) -> int:
+    return sum(b["rejected"] for sim in sims for b in sim.stats()["budgets"].values())
+
+
+def spans_by_patient(rows, ids: set[str]) -> dict[str, tuple[int, int]]:
+    """Per patient: read_patient_names start .. append_report finish, in microseconds."""
+    start: dict[str, int] = {}
+    finish: dict[str, int] = {}
+    for row in rows:
+        if row.patient_id not in ids:
+            continue
+        if row.activity == "read_patient_names" and row.event == "start":
+            start.setdefault(row.patient_id, micros(row.timestamp))
+        elif row.activity == "append_report" and row.event == "finish":
+            finish[row.patient_id] = micros(row.timestamp)
+    return {pid: (start[pid], finish[pid]) for pid in start if pid in finish}
+
+
+def most_at_once(spans) -> int:
+    events = sorted([(s, 1) for s, _ in spans] + [(f, -1) for _, f in spans])  # a finish sorts before a start
+    best = now = 0
+    for _, delta in events:
+        now += delta
+        best = max(best, now)
+    return best
+
+
+async def test_admission_neither_starves_nor_exceeds(new_patient, settings, dx, tt):
+    width, files = 4, [0, 1, 2, 3, 0, 5, 1, 2, 0, 4, 3, 1]
+    patients = [await new_patient(files=f) for f in files]
+    ids = [p.patient_id for p in patients]
+    rejected_before = rejected(dx, tt)
+
+    outcomes = await run_patients(ids, priority=0, max_concurrent=width)
+
+    assert [o.state for o in outcomes] == ["Completed"] * len(ids), [o.message for o in outcomes if not o.ok]
+    assert [o.documents for o in outcomes] == files
+    assert rejected(dx, tt) == rejected_before
+
+    rows = read_rows(settings.activity_log)
+    spans = spans_by_patient(rows, set(ids))
+    assert set(spans) == set(ids)
+    at_once = most_at_once(spans.values())
+    assert at_once <= width, f"{at_once} flows in progress with max_concurrent={width}"
+    assert at_once == width, "admission never filled its width: patients were starved"
+
+    # While patients were still queued (until the last one was admitted) the transfer budget kept
+    # being used: no gap between transfer sends longer than a window plus round trips and one
+    # short flow's own steps (time-scaled job and polls).
+    last_admitted = max(s for s, _ in spans.values())
+    sends = sorted(
+        micros(r.timestamp) for r in rows
+        if r.patient_id in spans and r.activity == "request" and r.event == "start"
+        and r.args.get("budget") == "docexchange-search" and micros(r.timestamp) <= last_admitted
+    )
+    assert len(sends) >= len(ids)  # at least every search but the last patients' downloads
+    budget = settings.docexchange_transfer_limit
+    slack = 1.5 + settings.scaled(settings.sim_job_seconds + settings.poll_initial_seconds * 3)
+    gap = max(b - a for a, b in zip(sends, sends[1:])) / 1e6
+    assert gap <= budget.window + slack, f"transfer budget idle {gap:.2f} s while patients were queued"
+
+
+async def test_a_3000_file_patient_completes_with_bounded_task_runs(new_patient, settings):
+    names = await new_patient(files=3000)
+
+    [outcome] = await run_patients([names.patient_id], priority=0, max_concurrent=1)
+
+    assert outcome.ok, outcome.message
+    assert outcome.documents == 3000
+    store = clients.storage(settings)
+    documents = store.list_documents(names.patient_id)
+    pdfs = store.list_pdfs(names.patient_id)
+    assert (len(documents), len(pdfs)) == (3000, 3000)
+    assert sorted(pdfs) == sorted(pdf_name(d) for d in documents)
+    report = store.get_report(names.patient_id)
+    assert len(report["documents"]) == 3000 and sorted(report["documents"]) == sorted(pdfs)
+    status, _ = await clients.patients(settings).get_status(names.patient_id)
+    assert status == "DOCUMENTS_FOUND"
+
+    async with get_client() as client:
+        task_runs = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[outcome.flow_run_id])), limit=200
+        )
+    assert 0 < len(task_runs) < 30, f"{len(task_runs)} task runs: they must not grow with the file count"
+
+
+async def test_backfill_ids_file_exits_1_when_one_id_is_invalid(new_patient, settings, tmp_path):
+    valid = await new_patient(files=2)
+    ids_file = tmp_path / "ids.txt"
+    ids_file.write_text(f"# two patients\n{valid.patient_id}\nbad id!\n")
+
+    proc = subprocess.run(
+        [str(BIN / "patient-docs"), "backfill", "--ids-file", str(ids_file), "--max-concurrent", "2"],
+        cwd=REPO, env=os.environ.copy(), capture_output=True, text=True, timeout=300,
+    )
+
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    status, updated_at = await clients.patients(settings).get_status(valid.patient_id)
+    assert status in ("DOCUMENTS_FOUND", "DOCUMENTS_NOT_FOUND") and updated_at is not None
+    assert status == "DOCUMENTS_FOUND"
