@@ -50,3 +50,7 @@ class SearchFailed(PermanentError):
 
 class UnsafeArchiveUrl(PermanentError):
     """The archive URL points somewhere other than the configured DocumentExchange."""
+
+
+class OutageDeadline(PermanentError):
+    """The service stayed unreachable past PATIENT_DOCS_OUTAGE_DEADLINE_SECONDS: the run gives up."""

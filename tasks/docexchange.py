@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import random
 import tempfile
+import time
 from pathlib import Path
 
 from prefect import task
@@ -12,7 +13,7 @@ from prefect import task
 from patient_docs import clients
 from patient_docs.activity_log import activity
 from patient_docs.archive import check_archive, iter_files
-from patient_docs.errors import SearchFailed, TransientError
+from patient_docs.errors import NotFound, OutageDeadline, SearchFailed, TransientError
 from patient_docs.limits import budget_slot
 from patient_docs.limits.budgets import POLL, TRANSFER
 from patient_docs.models import PatientNames
@@ -47,6 +48,7 @@ async def wait_for_archive(patient_id: str, job_id: str, priority: int = 0) -> s
     """
     settings = get_settings()
     delay = settings.scaled(settings.poll_initial_seconds)
+    give_up = time.monotonic() + settings.scaled(settings.outage_deadline_seconds)
     with activity("wait_for_archive", patient_id=patient_id, settings=settings, job_id=job_id):
         async with clients.docexchange(settings) as dx:
             while True:
@@ -54,8 +56,15 @@ async def wait_for_archive(patient_id: str, job_id: str, priority: int = 0) -> s
                     async with budget_slot(POLL, settings, patient_id=patient_id, priority=priority, endpoint="status"):
                         job = await dx.job(job_id)
                 except TransientError as exc:
+                    if time.monotonic() > give_up:
+                        raise OutageDeadline("DocumentExchange", f"no answer to status polls since the deadline: {exc}")
                     delay = max(delay, exc.retry_after or 0)
+                except NotFound:
+                    # The service forgot the job (expired): only a new search can find the documents.
+                    await checkpoint(patient_id, job_id=None)
+                    raise SearchFailed("DocumentExchange", f"search job {job_id} is unknown to the service")
                 else:
+                    give_up = time.monotonic() + settings.scaled(settings.outage_deadline_seconds)
                     if job.status == "completed" and job.archive_url:
                         return job.archive_url
                     if job.status == "failed":
