@@ -178,14 +178,22 @@ class ApiCounter:
         import httpx
 
         self.api, self.calls, self.errors5xx = api.rstrip("/"), 0, 0
+        self.seconds = 0.0  # summed latency of those calls (retries inside one call included)
+        self.broker_calls, self.broker_seconds = 0, 0.0  # the slot broker's thread alone
         original = httpx.AsyncClient.send
         counter = self
 
         async def send(client, request, *args, **kwargs):
+            began = time.monotonic()
             response = await original(client, request, *args, **kwargs)
             if str(request.url).startswith(counter.api):
+                took = time.monotonic() - began
                 counter.calls += 1
+                counter.seconds += took
                 counter.errors5xx += response.status_code >= 500
+                if threading.current_thread().name == "slot-broker":
+                    counter.broker_calls += 1
+                    counter.broker_seconds += took
             return response
 
         httpx.AsyncClient.send = send
@@ -252,6 +260,41 @@ def milestones(rows, began_wall: float) -> dict[str, float]:
     keys = ("read_patient_names.start", "request.search", "request.download", "store_archive.finish",
             "convert_document.start", "convert_document.finish", "append_report.finish")
     return {k: (first.get(k, float("nan")), last.get(k, float("nan"))) for k in keys}
+
+
+def step_means(rows) -> dict[str, float]:
+    """Mean duration of each flow step (finish rows), seconds."""
+    total: dict[str, float] = defaultdict(float)
+    count: dict[str, int] = defaultdict(int)
+    for row in rows:
+        if row.event == "finish" and row.duration_s and row.activity not in ("convert_document", "request"):
+            total[row.activity] += float(row.duration_s)
+            count[row.activity] += 1
+    return {k: total[k] / count[k] for k in total}
+
+
+STEP_OF = {("docexchange-search", "search"): "search", ("docexchange-search", "download"): "store_archive",
+           ("tasktracker", "create"): "create_entry", ("tasktracker", "status"): "set_entry_status",
+           ("tasktracker", "report"): "append_report"}
+
+
+def slot_waits(rows) -> dict[str, float]:
+    """Median seconds from a step's start to its request's send: mostly waiting for the broker's slot."""
+    from statistics import median
+
+    from patient_docs.audit import micros
+
+    started: dict[tuple[str, str], int] = {}
+    waits: dict[str, list[float]] = defaultdict(list)
+    for row in rows:
+        if row.event == "start" and row.activity != "request":
+            started[(row.patient_id, row.activity)] = micros(row.timestamp)
+        elif row.activity == "request" and row.event == "start":
+            key = (row.args.get("budget"), row.args.get("endpoint"))
+            step = STEP_OF.get(key)
+            if step and (row.patient_id, step) in started:
+                waits[f"{key[0]}:{key[1]}"].append((micros(row.timestamp) - started[(row.patient_id, step)]) / 1e6)
+    return {k: median(v) for k, v in waits.items()}
 
 
 def server_log_errors(log: Path) -> int:
@@ -344,6 +387,11 @@ def main(argv: list[str] | None = None) -> int:
         use = slot_use(rows, settings.worker_threads)
         gap = transfer_gaps(rows)
         marks = milestones(rows, began_wall)
+        steps, waits = step_means(rows), slot_waits(rows)
+        requests = defaultdict(int)
+        for row in rows:
+            if row.activity == "request" and row.event == "start":
+                requests[row.args.get("budget")] += 1
         log_errors = server_log_errors(tmp / "prefect" / "server.log")
 
     # ------------------------------------------------------------ figures
@@ -374,6 +422,10 @@ def main(argv: list[str] | None = None) -> int:
           f"queued ({use['conversions']} conversions) (goal >= 95 %)")
     print("milestones, s after run_patients (first .. last): " + "; ".join(
         f"{k} {a:.1f}..{b:.1f}" for k, (a, b) in marks.items()))
+    print("mean step seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in steps.items())
+          + f" (sum {sum(steps.values()):.1f})")
+    print("median wait from step start to request send: " + ", ".join(f"{k} {v:.2f}" for k, v in sorted(waits.items())))
+    print(f"requests per budget: {dict(requests)} = {sum(requests.values()) / makespan:.2f}/s")
     print(f"transfer requests: {report.budgets[0].requests}, longest gap between transfer sends {gap:.2f} s "
           f"(window {budget.window:g} s); audit steady use "
           f"{'-' if report.budgets[0].steady_use is None else f'{report.budgets[0].steady_use:.3f}'}")
@@ -388,7 +440,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{[b.name for b in report.budgets if b.exceeded]}; max in window "
           f"{ {b.name: b.max_in_window for b in report.budgets} })")
     print(f"Prefect API calls from the orchestrator: {counter.calls} = {counter.calls / n:.1f}/patient, "
-          f"{counter.calls / makespan:.1f}/s")
+          f"{counter.calls / makespan:.1f}/s, mean latency {counter.seconds / max(1, counter.calls) * 1000:.0f} ms; "
+          f"slot broker {counter.broker_calls} calls, mean {counter.broker_seconds / max(1, counter.broker_calls) * 1000:.0f} ms, "
+          f"busy {counter.broker_seconds / makespan:.0%} of the makespan (its calls are serialised)")
     if size_before is not None:
         print(f"Prefect PostgreSQL DB: {size_before / 2**20:.1f} MiB -> {size_after / 2**20:.1f} MiB = "
               f"{(size_after - size_before) / n / 1024:.1f} KiB/patient")

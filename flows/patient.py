@@ -8,7 +8,7 @@ from patient_docs.cluster import task_runner
 from patient_docs.errors import SearchFailed
 from patient_docs.models import DocumentsStatus, PatientNames
 from patient_docs.settings import get_settings
-from tasks.artifacts import publish_run
+from tasks.artifacts import publish_failed_run, publish_run
 from tasks.docexchange import start_search, store_archive, wait_for_archive
 from tasks.documents import convert_all, generate_report
 from tasks.patients import read_patient_names, save_status
@@ -18,7 +18,10 @@ INTERACTIVE, BACKFILL = 10, 0
 SEARCH_ATTEMPTS = 3  # a search job that ends "failed" is searched again, at most this often
 
 
-@flow(name="patient", task_runner=task_runner(get_settings()), flow_run_name="patient-{patient_id}")
+@flow(
+    name="patient", flow_run_name="patient-{patient_id}", task_runner=task_runner(get_settings()),
+    on_failure=[publish_failed_run], on_crashed=[publish_failed_run],
+)
 async def patient_flow(patient_id: str, priority: int = INTERACTIVE) -> dict:
     """Collect, convert and report one patient's documents."""
     names = await read_patient_names(patient_id)                                  # 1

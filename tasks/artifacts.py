@@ -22,3 +22,9 @@ async def publish_run(patient_id: str, report: Report, converted: list[Converted
         key="report", markdown=f"# {report.title}\n\n{report.body.splitlines()[0]}\n\n{table}",
         description=f"Report appended to the TaskTracker entry of patient {patient_id}",
     )
+
+
+async def publish_failed_run(flow, flow_run, state) -> None:
+    """Flow hook: a Failed or Crashed run still shows what it did, and frees what it collected."""
+    run_id = str(flow_run.id)
+    await publish_activity_table(run_id, sorted(pop_collected_rows(run_id), key=lambda r: r.timestamp))

@@ -14,15 +14,11 @@ from patient_docs.clients.storage import DocumentStore
 from patient_docs.clients.tasktracker import TaskTrackerClient
 from patient_docs.settings import Settings
 
-# Tests may set this to an httpx transport (e.g. ASGITransport over a simulator app).
-transport: httpx.AsyncBaseTransport | None = None
-
 _engines: dict[tuple[str, int], object] = {}
 
 
 def _http(settings: Settings) -> httpx.AsyncClient:
     return httpx.AsyncClient(
-        transport=transport,
         timeout=httpx.Timeout(settings.request_timeout),
         # Redirects could carry an archive download to another host: never follow them.
         follow_redirects=False,

@@ -24,7 +24,7 @@ import httpx
 from prefect.client.orchestration import get_client
 
 from patient_docs.limits.budgets import apply_limits, budget_for
-from patient_docs.limits.holds import _RENEW, HoldsMixin, Lease
+from patient_docs.limits.holds import _RENEW, HoldsMixin, Lease, logger
 from patient_docs.limits.priority import HIGH, Markers, marker_name
 from patient_docs.settings import Settings
 
@@ -124,10 +124,17 @@ class SlotBroker(HoldsMixin):
             limit.wake.clear()  # before trying: a release during the attempt must still wake us
             try:
                 lease_id = await self._next_slot(limit, high=-limit.waiters[0][0] >= HIGH)
+            except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+                if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code < 500:
+                    self._fail_first(limit, exc)
+                    continue
+                # The Prefect server is down or restarting (its client already retried for ~1 min):
+                # the waiters keep waiting rather than fail their tasks for an orchestration outage.
+                logger.warning("Prefect API unavailable while waiting for %s (%s); still waiting", limit.name, exc)
+                await asyncio.sleep(5.0)
+                continue
             except Exception as exc:  # noqa: BLE001 - the waiter decides what a failure means
-                _, _, future, _ = heapq.heappop(limit.waiters)
-                if not future.cancelled():
-                    future.set_exception(exc)
+                self._fail_first(limit, exc)
                 continue
             if lease_id is None:
                 delay = self._poll_interval(limit.name) * random.uniform(0.5, 1.5)
@@ -150,6 +157,12 @@ class SlotBroker(HoldsMixin):
             future.set_result(lease)
         async with self._api:
             await self._markers.lower(limit.name)
+
+    @staticmethod
+    def _fail_first(limit: _Limit, exc: Exception) -> None:
+        _, _, future, _ = heapq.heappop(limit.waiters)
+        if not future.cancelled():
+            future.set_exception(exc)
 
     async def _next_slot(self, limit: _Limit, *, high: bool) -> UUID | None:
         """Try for a slot; a low-priority waiter first leaves it to high-priority runs elsewhere."""

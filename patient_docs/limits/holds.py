@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from patient_docs.limits.broker import SlotBroker
 
 _RENEW = 10.0  # seconds between lease renewals while a slot is held
-_WAIT_AT_EXIT = 30.0  # at exit, holds due within this are waited out rather than handed over
+# At exit, holds due within this are waited out rather than handed over: Prefect's shortest lease
+# is 60 s, so handing over a hold with less left would idle its slot past its window.
+_WAIT_AT_EXIT = 60.0
 logger = logging.getLogger(__name__)
 
 

@@ -83,3 +83,8 @@ async def test_bad_ids_fail_before_any_request(stack, dx, tt, patient_id, words)
     assert state.is_failed()
     assert words in state.message
     assert (dx.stats()["requests"], tt.stats()["requests"]) == before
+    # a failed run still shows what it did
+    rows = (await artifacts_of(state.state_details.flow_run_id))["activity-log"].data
+    rows = json.loads(rows) if isinstance(rows, str) else rows
+    if "invalid" not in words:  # an invalid ID fails before any activity
+        assert {r["activity"] for r in rows} == {"read_patient_names"}

@@ -97,8 +97,8 @@ async def test_reset_broker_hands_held_leases_over_to_the_server(limits_api, lim
     import patient_docs.limits.broker as broker_module
     from patient_docs.limits.broker import SlotBroker, reset_broker
 
-    # 45 s left is more than the broker waits out at exit (30 s): this slot is handed over.
-    settings, _ = limits_env(docexchange_poll_limit="1/45s")
+    # 90 s left is more than the broker waits out at exit (60 s): this slot is handed over.
+    settings, _ = limits_env(docexchange_poll_limit="1/90s")
     await apply(limits_api, settings)
     with temporary_settings(updates={PREFECT_API_URL: limits_api}):
         broker = SlotBroker(settings)
@@ -113,7 +113,7 @@ async def test_reset_broker_hands_held_leases_over_to_the_server(limits_api, lim
     monkeypatch.setattr(broker._client, "renew_concurrency_lease", observed_renew)
 
     lease = await broker.acquire(POLL)
-    lease.release_after(45)  # as budget_slot does after the response: hold for a full window
+    lease.release_after(90)  # as budget_slot does after the response: hold for a full window
     await asyncio.wrap_future(broker._call_soon(asyncio.sleep(0)))  # the release is scheduled before this
     assert lease.lease_id in broker._holding
     handed_at = time.monotonic()
