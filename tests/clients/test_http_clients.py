@@ -132,3 +132,21 @@ async def test_unknown_task_is_not_found(tt):
     client, _ = tt
     with pytest.raises(NotFound):
         await client.set_status("nope", DocumentsStatus.NOT_FOUND)
+
+
+async def test_refused_connection_and_time_out_are_transient():
+    import socket
+
+    with socket.socket() as sock:  # a port nobody listens on: the connection is refused
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with httpx.AsyncClient() as http:
+        with pytest.raises(TransientError, match="ConnectError"):
+            await DocExchangeClient(http, f"http://127.0.0.1:{port}").job("x")
+
+    def too_slow(request):
+        raise httpx.ReadTimeout("timed out", request=request)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(too_slow)) as http:
+        with pytest.raises(TransientError, match="ReadTimeout"):
+            await TaskTrackerClient(http, TT_URL).get_task("t")
