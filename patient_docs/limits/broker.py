@@ -115,48 +115,53 @@ class SlotBroker(HoldsMixin):
         return max(60.0, window + self.settings.request_timeout + 2 * _RENEW)
 
     async def _serve(self, limit: _Limit) -> None:
-        while limit.waiters:
-            self._promote_aged(limit)
-            while limit.waiters and limit.waiters[0][2].cancelled():
-                heapq.heappop(limit.waiters)
-            if not limit.waiters:
-                break
-            limit.wake.clear()  # before trying: a release during the attempt must still wake us
-            try:
-                lease_id = await self._next_slot(limit, high=-limit.waiters[0][0] >= HIGH)
-            except (httpx.TransportError, httpx.HTTPStatusError) as exc:
-                if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code < 500:
+        while True:
+            while limit.waiters:
+                self._promote_aged(limit)
+                while limit.waiters and limit.waiters[0][2].cancelled():
+                    heapq.heappop(limit.waiters)
+                if not limit.waiters:
+                    break
+                limit.wake.clear()  # before trying: a release during the attempt must still wake us
+                try:
+                    lease_id = await self._next_slot(limit, high=-limit.waiters[0][0] >= HIGH)
+                except (httpx.TransportError, httpx.HTTPStatusError) as exc:
+                    if isinstance(exc, httpx.HTTPStatusError) and exc.response.status_code < 500:
+                        self._fail_first(limit, exc)
+                        continue
+                    # The Prefect server is down or restarting (its client already retried for ~1 min):
+                    # the waiters keep waiting rather than fail their tasks for an orchestration outage.
+                    logger.warning("Prefect API unavailable while waiting for %s (%s); still waiting", limit.name, exc)
+                    await asyncio.sleep(5.0)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - the waiter decides what a failure means
                     self._fail_first(limit, exc)
                     continue
-                # The Prefect server is down or restarting (its client already retried for ~1 min):
-                # the waiters keep waiting rather than fail their tasks for an orchestration outage.
-                logger.warning("Prefect API unavailable while waiting for %s (%s); still waiting", limit.name, exc)
-                await asyncio.sleep(5.0)
-                continue
-            except Exception as exc:  # noqa: BLE001 - the waiter decides what a failure means
-                self._fail_first(limit, exc)
-                continue
-            if lease_id is None:
-                delay = self._poll_interval(limit.name) * random.uniform(0.5, 1.5)
-                if limit.held >= budget_for(limit.name, self.settings).count:
-                    # Every slot is ours: the next one frees here, and its release wakes us.
-                    delay = budget_for(limit.name, self.settings).window
-                try:
-                    await asyncio.wait_for(limit.wake.wait(), delay)
-                except TimeoutError:
-                    pass
-                continue
-            _, _, future, _ = heapq.heappop(limit.waiters)
-            lease = Lease(limit.name, lease_id, time.monotonic(), self)
-            if future.cancelled() or not future.set_running_or_notify_cancel():
-                async with self._api:
-                    await self._client.release_concurrency_slots_with_lease(lease_id)
-                continue
-            lease.renewal = self._loop.create_task(self._renew(lease))
-            limit.held += 1
-            future.set_result(lease)
-        async with self._api:
-            await self._markers.lower(limit.name)
+                if lease_id is None:
+                    delay = self._poll_interval(limit.name) * random.uniform(0.5, 1.5)
+                    if limit.held >= budget_for(limit.name, self.settings).count:
+                        # Every slot is ours: the next one frees here, and its release wakes us.
+                        delay = budget_for(limit.name, self.settings).window
+                    try:
+                        await asyncio.wait_for(limit.wake.wait(), delay)
+                    except TimeoutError:
+                        pass
+                    continue
+                _, _, future, _ = heapq.heappop(limit.waiters)
+                lease = Lease(limit.name, lease_id, time.monotonic(), self)
+                if future.cancelled() or not future.set_running_or_notify_cancel():
+                    async with self._api:
+                        await self._client.release_concurrency_slots_with_lease(lease_id)
+                    continue
+                lease.renewal = self._loop.create_task(self._renew(lease))
+                limit.held += 1
+                future.set_result(lease)
+            async with self._api:
+                await self._markers.lower(limit.name)
+            # No await between this check and returning: a waiter queued from now on finds this
+            # task done and starts a new one (_enqueue), so none is left unserved.
+            if not limit.waiters:
+                return
 
     @staticmethod
     def _fail_first(limit: _Limit, exc: Exception) -> None:
@@ -184,10 +189,12 @@ class SlotBroker(HoldsMixin):
         # No starvation: a low-priority waiter queued longer than the aging time counts as high.
         aging = self.settings.priority_aging_windows * budget_for(limit.name, self.settings).window
         cutoff = time.monotonic() - aging
-        aged = [i for i, w in enumerate(limit.waiters) if -w[0] < HIGH and w[3] < cutoff]
+        # Promoted to the top priority present, it goes first among equals: it queued earlier.
+        top = max([HIGH, *(-w[0] for w in limit.waiters)])
+        aged = [i for i, w in enumerate(limit.waiters) if -w[0] < top and w[3] < cutoff]
         for i in aged:
             _, seq, future, queued = limit.waiters[i]
-            limit.waiters[i] = (-HIGH, seq, future, queued)
+            limit.waiters[i] = (-top, seq, future, queued)
         if aged:
             heapq.heapify(limit.waiters)
 
