@@ -10,12 +10,16 @@ high-priority waiter polls as often as everyone else did.
 
 from __future__ import annotations
 
+import time
 from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient
 
 HIGH = 1  # priorities at or above this are interactive; backfill runs use 0
 MARKER_SLOTS = 100_000
+# A marker read is reused this long: a busy process would otherwise read it before every attempt.
+# A high-priority waiter elsewhere is therefore seen at most this late (a fraction of a poll interval).
+_FRESH = 0.1
 
 
 def marker_name(limit: str) -> str:
@@ -28,6 +32,7 @@ class Markers:
     def __init__(self, client: PrefectClient):
         self._client = client
         self._held: dict[str, UUID] = {}
+        self._seen: dict[str, tuple[float, bool]] = {}  # limit -> (read at, others waiting)
 
     async def raise_(self, limit: str) -> None:
         if limit not in self._held:
@@ -46,6 +51,10 @@ class Markers:
             await self._client.renew_concurrency_lease(lease_id, 60.0)
 
     async def others_waiting(self, limit: str) -> bool:
-        """Whether a high-priority run waits for `limit` in another process."""
-        marker = await self._client.read_global_concurrency_limit_by_name(marker_name(limit))
-        return marker.active_slots > (1 if limit in self._held else 0)
+        """Whether a high-priority run waits for `limit` in another process (read at most every _FRESH s)."""
+        read_at, others = self._seen.get(limit, (0.0, False))
+        if time.monotonic() - read_at > _FRESH:
+            marker = await self._client.read_global_concurrency_limit_by_name(marker_name(limit))
+            others = marker.active_slots > (1 if limit in self._held else 0)
+            self._seen[limit] = (time.monotonic(), others)
+        return others
