@@ -67,8 +67,9 @@ class SlotBroker(HoldsMixin):
 
     async def _main(self) -> None:
         self._stop = asyncio.Event()
-        # One API call at a time from this process: concurrent writes only contend for the
-        # server's database (on SQLite a lock costs a 503 and a 2 s client back-off).
+        # One API call at a time from this process: concurrent slot writes only contend for the
+        # server's database. Measured (60 TaskTracker requests, SQLite server): 7.1 s with one,
+        # 16.6 s with four at a time (locked database, 503s, client back-offs).
         self._api = asyncio.Lock()
         async with get_client() as client:
             self._client = client
@@ -201,12 +202,15 @@ class SlotBroker(HoldsMixin):
     async def _try_acquire(self, name: str) -> UUID | None:
         self.api_calls += 1
         try:
+            # No client-side retry here: a busy server (503, e.g. SQLite locked) is just another
+            # "not now", tried again after the poll interval instead of a 2 s back-off.
             async with self._api:
-                response = await self._client.increment_concurrency_slots_with_lease(
-                    names=[name], slots=1, mode="concurrency", lease_duration=self._lease_duration(name)
-                )
+                with _no_client_retries():
+                    response = await self._client.increment_concurrency_slots_with_lease(
+                        names=[name], slots=1, mode="concurrency", lease_duration=self._lease_duration(name)
+                    )
         except httpx.HTTPStatusError as exc:
-            if exc.response.status_code == 423:
+            if exc.response.status_code in (423, 503):
                 return None
             raise
         body = response.json()
@@ -229,6 +233,12 @@ class SlotBroker(HoldsMixin):
                 await apply_limits(self._client, self.settings)
                 break
         self._ensured = True
+
+def _no_client_retries():
+    from prefect.settings import PREFECT_CLIENT_MAX_RETRIES, temporary_settings
+
+    return temporary_settings(updates={PREFECT_CLIENT_MAX_RETRIES: 0})
+
 
 _broker: SlotBroker | None = None
 _broker_lock = threading.Lock()

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
@@ -79,6 +80,7 @@ async def test_admission_neither_starves_nor_exceeds(new_patient, settings, dx, 
     budget = settings.docexchange_transfer_limit
     slack = 1.5 + settings.scaled(settings.sim_job_seconds + settings.poll_initial_seconds * 3)
     gap = max(b - a for a, b in zip(sends, sends[1:])) / 1e6
+    # (The broker treats a busy Prefect server's 503 like a 423, without the client's 2 s back-off.)
     assert gap <= budget.window + slack, f"transfer budget idle {gap:.2f} s while patients were queued"
 
 
