@@ -6,9 +6,10 @@ import asyncio
 import os
 import time
 from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 
+from patient_docs import admission
 from patient_docs.settings import HOME, Settings, get_settings
 
 
@@ -94,6 +95,26 @@ async def create_runs(ids: list[str], *, priority: int, tags: tuple[str, ...] = 
         return list(await asyncio.gather(*(create(pid) for pid in ids)))
 
 
+@asynccontextmanager
+async def _transfer_stage(gate: asyncio.Semaphore, patient_id: str):
+    """Hold a place in `gate` until the patient's transfers are done (or its flow ended)."""
+    await gate.acquire()
+    held = True
+
+    def leave() -> None:
+        nonlocal held
+        if held:
+            held = False
+            gate.release()
+
+    admission.on_transfers_done(patient_id, leave)
+    try:
+        yield
+    finally:
+        admission.forget(patient_id)
+        leave()
+
+
 async def _parent(parameters: dict):
     """Inside a flow (the backfill deployment), a tracking task run makes each patient a subflow in the UI."""
     from prefect import Task
@@ -112,12 +133,14 @@ async def _parent(parameters: dict):
 
 async def run_patients(
     ids: list[str], *, priority: int, max_concurrent: int = 50,
-    on_done: Callable[[Outcome], None] | None = None, tags: tuple[str, ...] = (),
+    on_done: Callable[[Outcome], None] | None = None, tags: tuple[str, ...] = (), in_flight: int | None = None,
 ) -> list[Outcome]:
-    """Run the flow for every ID, at most `max_concurrent` at once; never raises for a failed patient.
+    """Run the flow for every ID; never raises for a failed patient.
 
-    All flow runs are created first, so the UI shows the whole batch at once; admission then
-    runs them in this process, which keeps memory flat (one event loop, no process per run).
+    At most `max_concurrent` patients are before or in their transfers (search, poll, download);
+    at most `in_flight` (default 4 x max_concurrent) are running in all. All flow runs are
+    created first, so the UI shows the whole batch at once; admission then runs them in this
+    process, which keeps memory flat (one event loop, no process per run).
     """
     from prefect.flow_engine import run_flow_async
 
@@ -125,9 +148,10 @@ async def run_patients(
 
     flow_runs = await create_runs(ids, priority=priority, tags=tags)
     gate = asyncio.Semaphore(max_concurrent)
+    cap = asyncio.Semaphore(in_flight or 4 * max_concurrent)
 
     async def one(patient_id: str, flow_run) -> Outcome:
-        async with gate:
+        async with cap, _transfer_stage(gate, patient_id):
             start = time.monotonic()
             try:
                 state = await run_flow_async(patient_flow, flow_run=flow_run, parameters=flow_run.parameters,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from prefect import task
 
-from patient_docs import clients
+from patient_docs import admission, clients
 from patient_docs.activity_log import activity
 from patient_docs.archive import check_archive, iter_files
 from patient_docs.errors import NotFound, OutageDeadline, SearchFailed, TransientError
@@ -81,6 +81,7 @@ async def store_archive(patient_id: str, archive_url: str, priority: int = 0) ->
     store = clients.storage(settings)
     run = await run_state(patient_id)
     if run is not None and run.archive_stored:
+        admission.transfers_done(patient_id)
         return store.list_documents(patient_id)  # resumed: the budget was already spent on it
     with activity("store_archive", patient_id=patient_id, settings=settings, archive_url=archive_url):
         with tempfile.TemporaryDirectory(prefix="patient-docs-") as tmp:
@@ -105,4 +106,5 @@ async def store_archive(patient_id: str, archive_url: str, priority: int = 0) ->
                 store.clear_patient(patient_id)
                 raise
     await checkpoint(patient_id, archive_stored=True)
+    admission.transfers_done(patient_id)  # the next queued patient may start its transfers
     return paths
