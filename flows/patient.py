@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from prefect import flow
 
 from patient_docs.cluster import task_runner
@@ -27,8 +29,11 @@ async def patient_flow(patient_id: str, priority: int = INTERACTIVE) -> dict:
     names = await read_patient_names(patient_id)                                  # 1
     archive_url = await find_archive(names, priority)                             # 2, 3
     files = await store_archive(patient_id, archive_url, priority)                # 4
-    task_id = await create_entry(names, priority)                                 # 5
-    converted = await convert_all(patient_id, files, priority)                    # 6
+    # 5 and 6 together: conversions need no entry, and the Dask slots should not wait on TaskTracker.
+    task_id, converted = await asyncio.gather(
+        create_entry(names, priority),                                            # 5
+        convert_all(patient_id, files, priority),                                 # 6
+    )
     status = DocumentsStatus.FOUND if files else DocumentsStatus.NOT_FOUND        # 7
     await save_status(patient_id, status)
     await set_entry_status(patient_id, task_id, status, priority)

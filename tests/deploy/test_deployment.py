@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+from db_helpers import db_loop
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -31,22 +32,6 @@ TIMEOUT = 240.0  # seconds for the deployment run, start of worker included
 def _base_env() -> dict[str, str]:
     """This process's environment without any PATIENT_DOCS_* / PREFECT_* the session may have set."""
     return {k: v for k, v in os.environ.items() if not k.startswith(("PATIENT_DOCS_", "PREFECT_"))}
-
-
-@contextmanager
-def _db_loop(settings) -> Iterator[asyncio.AbstractEventLoop]:
-    """One loop for every database call of the test (the repository's engines are cached per loop)."""
-    from patient_docs import clients
-
-    loop = asyncio.new_event_loop()
-    try:
-        yield loop
-    finally:
-        async def dispose() -> None:
-            await clients.patients(settings).engine.dispose()
-
-        loop.run_until_complete(dispose())
-        loop.close()
 
 
 def _run(args: list[str], env: dict[str, str], timeout: float = 120) -> subprocess.CompletedProcess:
@@ -137,7 +122,7 @@ def test_patient_and_backfill_deployments_run_on_a_worker(tmp_path: Path) -> Non
         return (await clients.patients(settings).get_status(patient_id))[0]
 
     home, log = tmp_path / "prefect-home", tmp_path / "worker.log"
-    with _db_loop(settings) as db, prefect_server(home) as api, run_simulators(settings) as sims:
+    with db_loop(settings) as db, prefect_server(home) as api, run_simulators(settings) as sims:
         sims.docexchange_app.state.sim.set_patient(names.first_name, names.last_name, files=FILES)
         db.run_until_complete(seed(names))
         env = _base_env() | server_env(home) | patient_docs_env | {

@@ -215,24 +215,6 @@ def kill_group(proc) -> None:
         pass
 
 
-@contextmanager
-def db_loop(settings):
-    """One loop for every database call of the test (the repository's engines are cached per loop)."""
-    import asyncio
-
-    from patient_docs import clients
-
-    loop = asyncio.new_event_loop()
-    try:
-        yield loop
-    finally:
-        async def dispose() -> None:
-            await clients.patients(settings).engine.dispose()
-
-        loop.run_until_complete(dispose())
-        loop.close()
-
-
 async def seed_patients(settings, patients) -> None:
     from patient_docs import clients
 

@@ -108,11 +108,11 @@ def test_backfill_survives_a_prefect_server_restart(tmp_path):
     import subprocess
     import uuid
 
+    from db_helpers import db_loop
     from restart_helpers import (
         BIN,
         RestartableServer,
         backfill_env,
-        db_loop,
         kill_group,
         patient_statuses,
         connect_retries,
