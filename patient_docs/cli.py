@@ -43,7 +43,7 @@ def run(
 @app.command()
 def backfill(
     ids_file: Annotated[Optional[Path], typer.Option(help="File with one patient ID per line.")] = None,
-    max_concurrent: Annotated[int, typer.Option(help="Flows in progress at once in this process.")] = 50,
+    max_concurrent: Annotated[int, typer.Option(help="Patients before or in their transfers at once (4x that in flight).")] = 50,
     priority: Annotated[int, typer.Option(help="Backfill runs yield to interactive ones.")] = 0,
 ) -> None:
     """Start the flow for every patient without a status (or from --ids-file) and wait for all."""

@@ -149,7 +149,7 @@ class SlotBroker(HoldsMixin):
                         pass
                     continue
                 _, _, future, _ = heapq.heappop(limit.waiters)
-                lease = Lease(limit.name, lease_id, time.monotonic(), self)
+                lease = Lease(limit.name, lease_id, self)
                 if future.cancelled() or not future.set_running_or_notify_cancel():
                     async with self._api:
                         await self._client.release_concurrency_slots_with_lease(lease_id)

@@ -30,7 +30,6 @@ class Lease:
 
     name: str
     lease_id: UUID
-    acquired_at: float
     broker: "SlotBroker"
     released: bool = False
     renewal: asyncio.Task | None = None
@@ -87,9 +86,6 @@ class HoldsMixin:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
         return task
-
-    def pending_releases(self) -> int:
-        return len(self._pending)
 
     def drain(self, timeout: float | None = None) -> None:
         """Wait until every scheduled release has happened (call before the process exits)."""
