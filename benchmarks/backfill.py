@@ -42,6 +42,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--prefect-db", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument("--patients-db", choices=("postgres", "sqlite"), default="postgres")
     parser.add_argument("--max-concurrent", type=int, default=50)
+    parser.add_argument("--dask", choices=("external", "local"), default="external",
+                        help="external: `dask scheduler` + `dask worker --resources` processes; local: LocalCluster")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--latency-ms", default="5,50", help="simulator latency MIN,MAX in ms (each way)")
     parser.add_argument("--postgres", default="postgresql+asyncpg://postgres@127.0.0.1:5432")
@@ -127,13 +129,14 @@ class RssSampler(threading.Thread):
         self.psutil = psutil
         self.labels = labels  # pid -> label for processes that are not orchestration (e.g. simulators)
         self.peak: dict[tuple[int, str], int] = {}
-        self.peak_total = 0
+        self.peak_total = 0  # orchestration: everything but the simulators and the Dask workers
+        self.peak_with_workers = 0  # ... plus the conversion workers (their own 12 GB machines in production)
         self.samples = 0
         self.stop_event = threading.Event()
 
     def label(self, proc) -> str:
         if proc.pid == os.getpid():
-            return "orchestrator (flows, Dask scheduler, broker)"
+            return "orchestrator (flows, broker; Dask scheduler with --dask local)"
         if proc.pid in self.labels:
             return self.labels[proc.pid]
         try:
@@ -144,6 +147,10 @@ class RssSampler(threading.Thread):
             return "prefect server"
         if "uvicorn" in cmd or "prefect.server" in cmd:
             return "prefect server child"
+        if "dask scheduler" in cmd:
+            return "dask scheduler (own process)"
+        if "dask worker" in cmd:
+            return "dask worker nanny"
         if "resource_tracker" in cmd:
             return "multiprocessing resource tracker"
         if "multiprocessing" in cmd or "distributed" in cmd:
@@ -153,7 +160,7 @@ class RssSampler(threading.Thread):
 
     def sample(self) -> None:
         me = self.psutil.Process()
-        total = 0
+        total = workers = 0
         for proc in [me, *me.children(recursive=True)]:
             try:
                 rss = proc.memory_info().rss
@@ -161,9 +168,12 @@ class RssSampler(threading.Thread):
             except self.psutil.Error:
                 continue
             self.peak[key] = max(self.peak.get(key, 0), rss)
-            if key[1] not in self.labels.values():
+            if key[1].startswith("dask worker"):
+                workers += rss
+            elif key[1] not in self.labels.values():
                 total += rss
         self.peak_total = max(self.peak_total, total)
+        self.peak_with_workers = max(self.peak_with_workers, total + workers)
         self.samples += 1
 
     def run(self) -> None:
@@ -358,6 +368,12 @@ def main(argv: list[str] | None = None) -> int:
 
         from patient_docs.runner import environment, prepare, run_patients
 
+        if args.dask == "external":
+            from patient_docs.cluster import dask_processes
+
+            address = stack.enter_context(dask_processes(1, get_settings(), directory=tmp))
+            os.environ["PATIENT_DOCS_DASK_ADDRESS"] = address
+            get_settings.cache_clear()
         with environment() as settings:
             asyncio.run(prepare(settings))
             ids = [f"bf-{i:05d}" for i in range(args.patients)]
@@ -414,7 +430,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"command: {' '.join(['benchmarks/backfill.py', *(argv if argv is not None else sys.argv[1:])])}")
     print(f"patients {n}, files {total_files} (max {max(counts)}; >=100: {sum(c >= 100 for c in counts)}, "
           f">=2500: {sum(c >= 2500 for c in counts)}); scale {args.scale}; transfer budget {budget}; "
-          f"prefect db {args.prefect_db}; patients db {args.patients_db}; max_concurrent {args.max_concurrent}")
+          f"prefect db {args.prefect_db}; patients db {args.patients_db}; max_concurrent {args.max_concurrent}; "
+          f"dask {args.dask}")
     print(f"makespan {makespan:.1f} s")
     print(f"lower bound {bound:.1f} s ({binds} binds): transfer 2*{n}/{budget.count}*{budget.window:g} = "
           f"{transfer_bound:.1f} s, conversion {total_files}*{settings.conversion_seconds:g}*{args.scale:g}/"
@@ -455,7 +472,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"peak RSS per process ({sampler.samples} samples, 1 s):")
     for (pid, label), rss in sorted(sampler.peak.items(), key=lambda kv: -kv[1]):
         print(f"  {pid:>7} {label:<48} {rss / 2**20:8.1f} MiB")
-    print(f"peak orchestrating total (all but simulators) {sampler.peak_total / 2**20:.1f} MiB = {sampler.peak_total / 1e6:.0f} MB (goal <= 1000 MB)")
+    print(f"peak orchestrating total (Prefect server, orchestrator, Dask scheduler; not the simulators and the "
+          f"Dask workers) {sampler.peak_total / 2**20:.1f} MiB = {sampler.peak_total / 1e6:.0f} MB (goal <= 1000 MB); "
+          f"with the Dask worker processes {sampler.peak_with_workers / 2**20:.1f} MiB = {sampler.peak_with_workers / 1e6:.0f} MB")
     if args.keep:
         print(f"kept {tmp}")
     else:

@@ -18,6 +18,11 @@ import httpx
 LEASE_STORAGE = "prefect.server.concurrency.lease_storage.filesystem"
 
 
+# API URL -> database URL of each server this process started: the API masks its connection URL,
+# so this is how a backfill knows that the server it talks to is on SQLite (and must be spared).
+STARTED: dict[str, str] = {}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -49,10 +54,12 @@ def prefect_server(home: Path, *, port: int = 0, database_url: str | None = None
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     api = f"http://127.0.0.1:{port}/api"
+    STARTED[api] = env.get("PREFECT_SERVER_DATABASE_CONNECTION_URL") or "sqlite (Prefect's default)"
     try:
         wait_healthy(api, proc, timeout)
         yield api
     finally:
+        STARTED.pop(api, None)
         proc.terminate()
         try:
             proc.wait(15)

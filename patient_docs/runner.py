@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -74,25 +76,25 @@ async def prepare(settings: Settings) -> None:
         await apply_limits(client, settings)
 
 
-async def create_runs(ids: list[str], *, priority: int, tags: tuple[str, ...] = ()) -> list:
-    """Create every patient's flow run at once (Pending in the UI until admitted)."""
+def run_creator(*, priority: int, tags: tuple[str, ...] = ()):
+    """An async function creating one patient's flow run (Pending in the UI until admitted)."""
     from prefect.client.orchestration import get_client
     from prefect.states import Pending
 
     from flows.patient import patient_flow
 
-    async with get_client() as client:
-        gate = asyncio.Semaphore(8)  # creation is cheap but not free for the server's database
+    client = get_client()
+    gate = asyncio.Semaphore(16)  # creation is cheap but not free for the server's database
 
-        async def create(patient_id: str):
-            parameters = {"patient_id": patient_id, "priority": priority}
-            async with gate:
-                return await client.create_flow_run(
-                    patient_flow, parameters=parameters, name=f"patient-{patient_id}"[:100], tags=list(tags),
-                    state=Pending(message="waiting for admission"), parent_task_run_id=await _parent(parameters),
-                )
+    async def create(patient_id: str):
+        parameters = {"patient_id": patient_id, "priority": priority}
+        async with gate:
+            return await client.create_flow_run(
+                patient_flow, parameters=parameters, name=f"patient-{patient_id}"[:100], tags=list(tags),
+                state=Pending(message="waiting for admission"), parent_task_run_id=await _parent(parameters),
+            )
 
-        return list(await asyncio.gather(*(create(pid) for pid in ids)))
+    return client, create
 
 
 @asynccontextmanager
@@ -131,26 +133,93 @@ async def _parent(parameters: dict):
     return (await tracker.create_run(flow_run_context=context, parameters=parameters)).id
 
 
+# More patients than this at once log only to the Prefect API: a console line per activity of
+# hundreds of runs is unreadable, and rendering them cost 8 % of a backfill's CPU.
+CONSOLE_LOG_PATIENTS = 5
+
+
+@contextmanager
+def _run_logs_to_api_only() -> Iterator[None]:
+    loggers = [logging.getLogger(name) for name in ("prefect.flow_runs", "prefect.task_runs")]
+    saved = [logger.propagate for logger in loggers]  # their own handler ships to the API; the console is the root's
+    for logger in loggers:
+        logger.propagate = False
+    try:
+        yield
+    finally:
+        for logger, value in zip(loggers, saved):
+            logger.propagate = value
+
+
+# Prefect's server on SQLite failed at 200 concurrent subflows ("database is locked", then the parent
+# crashed); these widths kept it healthy in every run on this machine. PostgreSQL has no such cap.
+SQLITE_MAX_CONCURRENT, SQLITE_IN_FLIGHT = 20, 50
+
+
+def prefect_database() -> str:
+    """'sqlite', 'postgresql' or 'unknown': where the Prefect server this process talks to keeps its state.
+
+    The API does not tell (it masks the connection URL), so: the server this process started, else
+    a server on this machine read with this process's settings; the README's setup puts the URL in
+    the Prefect profile, which the server and the backfill share.
+    """
+    from urllib.parse import urlparse
+
+    from prefect.settings import PREFECT_API_URL, get_current_settings
+
+    from deployments.server import STARTED
+
+    api = PREFECT_API_URL.value() or ""
+    if api in STARTED:
+        url = STARTED[api]
+    elif urlparse(api).hostname not in (None, "127.0.0.1", "localhost", "::1"):
+        return "unknown"
+    else:
+        url = (os.environ.get("PREFECT_SERVER_DATABASE_CONNECTION_URL") or os.environ.get("PREFECT_API_DATABASE_CONNECTION_URL")
+               or get_current_settings().server.database.connection_url.get_secret_value())
+    return "sqlite" if url.startswith("sqlite") else "postgresql" if url.startswith("postgresql") else "unknown"
+
+
+def admission_widths(patients: int, max_concurrent: int, in_flight: int | None) -> tuple[int, int, str | None]:
+    """The widths to run with, and a warning when a SQLite Prefect server forces smaller ones."""
+    in_flight = in_flight or 4 * max_concurrent
+    if prefect_database() != "sqlite" or (max_concurrent <= SQLITE_MAX_CONCURRENT and in_flight <= SQLITE_IN_FLIGHT):
+        return max_concurrent, in_flight, None
+    narrow = min(max_concurrent, SQLITE_MAX_CONCURRENT), min(in_flight, SQLITE_IN_FLIGHT)
+    return *narrow, (
+        f"The Prefect server stores its state in SQLite, which fails ('database is locked') with a few hundred "
+        f"flow runs at once: these {patients} patients run at most {narrow[0]} in their transfers and {narrow[1]} "
+        f"in all (asked: {max_concurrent} and {in_flight}). For large backfills run the server on PostgreSQL "
+        f"(README, 'Prefect on PostgreSQL')."
+    )
+
+
 async def run_patients(
     ids: list[str], *, priority: int, max_concurrent: int = 50,
     on_done: Callable[[Outcome], None] | None = None, tags: tuple[str, ...] = (), in_flight: int | None = None,
+    console_logs: bool | None = None,
 ) -> list[Outcome]:
     """Run the flow for every ID; never raises for a failed patient.
 
     At most `max_concurrent` patients are before or in their transfers (search, poll, download);
-    at most `in_flight` (default 4 x max_concurrent) are running in all. All flow runs are
-    created first, so the UI shows the whole batch at once; admission then runs them in this
-    process, which keeps memory flat (one event loop, no process per run).
+    at most `in_flight` (default 4 x max_concurrent) are running in all. Every flow run is
+    created at the start, so the UI shows the whole batch at once; admission runs them in this
+    process, which keeps memory flat (one event loop, no process per run). The runs' logs go to
+    the Prefect API (the UI) always, and to this console only for a few patients (`console_logs`).
     """
     from prefect.flow_engine import run_flow_async
 
     from flows.patient import patient_flow  # imported late: its task runner reads the settings
+    from patient_docs.cluster import close_dask_clients, dask_client
 
-    flow_runs = await create_runs(ids, priority=priority, tags=tags)
+    max_concurrent, in_flight, warning = admission_widths(len(ids), max_concurrent, in_flight)
+    if warning:
+        _logger().warning(warning)
+    client, create = run_creator(priority=priority, tags=tags)
     gate = asyncio.Semaphore(max_concurrent)
-    cap = asyncio.Semaphore(in_flight or 4 * max_concurrent)
-
-    async def one(patient_id: str, flow_run) -> Outcome:
+    cap = asyncio.Semaphore(in_flight)
+    async def one(patient_id: str, created: asyncio.Future) -> Outcome:
+        flow_run = await created
         async with cap, _transfer_stage(gate, patient_id):
             start = time.monotonic()
             try:
@@ -167,4 +236,37 @@ async def run_patients(
             on_done(outcome)
         return outcome
 
-    return list(await asyncio.gather(*(one(pid, fr) for pid, fr in zip(ids, flow_runs))))
+    runs: list[asyncio.Future] = []
+    quiet = not console_logs if console_logs is not None else len(ids) > CONSOLE_LOG_PATIENTS
+    try:
+        settings = get_settings()
+        if settings.dask_address:  # connect while the first archives download, not after
+            asyncio.ensure_future(dask_client(settings)).add_done_callback(lambda f: f.cancelled() or f.exception())
+        async with client, _shared_prefect_clients():
+            with _run_logs_to_api_only() if quiet else contextlib.nullcontext():
+                # Every run's creation is asked for at once, in order; a patient is admitted as soon as
+                # its own run exists, so the first transfers do not wait until the last of N is created.
+                runs = [asyncio.ensure_future(create(pid)) for pid in ids]
+                return list(await asyncio.gather(*(one(pid, run) for pid, run in zip(ids, runs))))
+    finally:
+        for run in runs:
+            run.cancel()
+        await close_dask_clients()
+
+
+@asynccontextmanager
+async def _shared_prefect_clients():
+    # Every flow run otherwise opens its own Prefect clients, one of them sync (the result-storage
+    # lookup): building their SSL contexts was a fifth of a backfill's CPU. One pair serves all runs.
+    from prefect.context import AsyncClientContext, SyncClientContext
+
+    with SyncClientContext.get_or_create():
+        async with AsyncClientContext.get_or_create():
+            yield
+
+
+def _logger():
+    from prefect.context import FlowRunContext
+    from prefect.logging import get_logger, get_run_logger
+
+    return get_run_logger() if FlowRunContext.get() else get_logger("patient_docs.backfill")

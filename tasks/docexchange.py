@@ -88,8 +88,10 @@ async def store_archive(patient_id: str, archive_url: str, priority: int = 0) ->
             zip_path = Path(tmp) / "archive.zip"
             async with honour_retry_after(settings), clients.docexchange(settings) as dx:
                 dx.check_archive_url(archive_url)  # refuse before spending a slot
+                # Half a level above searches of the same priority: a download feeds the conversions
+                # at once, so queued downloads go before new searches (still below any higher priority).
                 async with budget_slot(
-                    TRANSFER, settings, patient_id=patient_id, priority=priority, endpoint="download",
+                    TRANSFER, settings, patient_id=patient_id, priority=priority + 0.5, endpoint="download",
                     timeout=settings.download_timeout,
                 ):
                     await dx.download(archive_url, zip_path)

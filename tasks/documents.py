@@ -12,7 +12,7 @@ from pydantic import BaseModel
 
 from patient_docs import clients
 from patient_docs.activity_log import activity
-from patient_docs.cluster import conversion_resources, flow_dask_client
+from patient_docs.cluster import conversion_resources, dask_client
 from patient_docs.models import Report
 from patient_docs.pdf import make_pdf, pdf_name
 from patient_docs.settings import get_settings
@@ -49,12 +49,12 @@ async def convert_all(patient_id: str, sources: list[str], priority: int = 0) ->
     settings = get_settings()
     run_id = str(flow_run.id or "")
     with activity("convert_documents", patient_id=patient_id, settings=settings, files=len(sources)):
-        async with flow_dask_client() as client:
-            futures = client.map(
-                convert_file, [patient_id] * len(sources), sources, [run_id] * len(sources),
-                resources=conversion_resources(settings), priority=priority, retries=2, pure=False,
-            )
-            return await client.gather(futures)
+        client = await dask_client(settings)
+        futures = client.map(
+            convert_file, [patient_id] * len(sources), sources, [run_id] * len(sources),
+            resources=conversion_resources(settings), priority=priority, retries=2, pure=False,
+        )
+        return await client.gather(futures)
 
 
 @task

@@ -35,6 +35,7 @@ class Lease:
     renewal: asyncio.Task | None = None
     release_at: float = 0.0
     release_task: asyncio.Task | None = None
+    acquired_at: float = 0.0  # when the server granted the slot; handing it on keeps this
 
     def release_after(self, delay: float) -> None:
         """Give the slot back `delay` seconds from now, without blocking the caller."""
@@ -66,6 +67,8 @@ class HoldsMixin:
         async def release() -> None:
             await asyncio.sleep(delay)
             self._holding.pop(lease.lease_id, None)
+            if await self._hand_on(lease):
+                return
             if lease.renewal is not None:
                 lease.renewal.cancel()
             for attempt in range(5):
@@ -77,7 +80,12 @@ class HoldsMixin:
                     await asyncio.sleep(2**attempt)
             limit = self._limits[lease.name]
             limit.held -= 1
-            limit.wake.set()
+            if limit.waiters:
+                # Kept long enough: our own loop tries again only after a poll interval, like every
+                # other process, so that one of theirs can take this slot.
+                self._loop.call_later(self._poll_interval(lease.name), limit.wake.set)
+            else:
+                limit.wake.set()
 
         lease.release_task = self._track(release())
 

@@ -19,7 +19,7 @@ HIGH = 1  # priorities at or above this are interactive; backfill runs use 0
 MARKER_SLOTS = 100_000
 # A marker read is reused this long: a busy process would otherwise read it before every attempt.
 # A high-priority waiter elsewhere is therefore seen at most this late (a fraction of a poll interval).
-_FRESH = 0.1
+_FRESH = 0.2
 
 
 def marker_name(limit: str) -> str:
@@ -49,6 +49,11 @@ class Markers:
     async def renew(self) -> None:
         for lease_id in list(self._held.values()):
             await self._client.renew_concurrency_lease(lease_id, 60.0)
+
+    def cached(self, limit: str) -> bool | None:
+        """The last read if still fresh, else None."""
+        read_at, others = self._seen.get(limit, (0.0, False))
+        return others if time.monotonic() - read_at <= _FRESH else None
 
     async def others_waiting(self, limit: str) -> bool:
         """Whether a high-priority run waits for `limit` in another process (read at most every _FRESH s)."""

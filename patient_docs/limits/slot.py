@@ -19,7 +19,7 @@ async def budget_slot(
     settings: Settings,
     *,
     patient_id: str,
-    priority: int = 0,
+    priority: float = 0,
     timeout: float | None = None,
     **arguments: object,
 ) -> AsyncIterator[None]:

@@ -110,11 +110,39 @@ async def test_backfill_ids_file_exits_1_when_one_id_is_invalid(new_patient, set
     ids_file.write_text(f"# two patients\n{valid.patient_id}\nbad id!\n")
 
     proc = subprocess.run(
-        [str(BIN / "patient-docs"), "backfill", "--ids-file", str(ids_file), "--max-concurrent", "2"],
+        [str(BIN / "patient-docs"), "backfill", "--ids-file", str(ids_file), "--max-concurrent", "100"],
         cwd=REPO, env=os.environ.copy(), capture_output=True, text=True, timeout=300,
     )
 
     assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # The test server is on SQLite: asked for 100 at once, the backfill says so and runs narrower.
+    assert "stores its state in SQLite" in proc.stdout + proc.stderr, proc.stdout[-3000:] + proc.stderr[-3000:]
     status, updated_at = await clients.patients(settings).get_status(valid.patient_id)
     assert status in ("DOCUMENTS_FOUND", "DOCUMENTS_NOT_FOUND") and updated_at is not None
     assert status == "DOCUMENTS_FOUND"
+
+
+def test_admission_narrows_on_a_sqlite_prefect_server_only(stack, monkeypatch):
+    """The session's Prefect server is SQLite: wide admission is narrowed, with a warning naming
+    PostgreSQL; on a PostgreSQL server (its connection URL in this environment, or a server this
+    process started on PostgreSQL) the widths stand."""
+    from patient_docs.runner import SQLITE_IN_FLIGHT, SQLITE_MAX_CONCURRENT, admission_widths
+
+    monkeypatch.delenv("PREFECT_SERVER_DATABASE_CONNECTION_URL", raising=False)
+    monkeypatch.delenv("PREFECT_API_DATABASE_CONNECTION_URL", raising=False)
+    narrow, in_flight, warning = admission_widths(1000, 100, None)
+    assert (narrow, in_flight) == (SQLITE_MAX_CONCURRENT, SQLITE_IN_FLIGHT)
+    assert "SQLite" in warning and "PostgreSQL" in warning and "1000 patients" in warning
+    assert admission_widths(12, 4, 8) == (4, 8, None)  # narrow enough already: no warning
+
+    monkeypatch.setenv("PREFECT_SERVER_DATABASE_CONNECTION_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/prefect")
+    assert admission_widths(1000, 100, None) == (100, 400, None)
+
+    # A server this process started is known by what it was started with, whatever this process's settings.
+    from prefect.settings import PREFECT_API_URL
+
+    from deployments.server import STARTED
+
+    monkeypatch.delenv("PREFECT_SERVER_DATABASE_CONNECTION_URL")
+    monkeypatch.setitem(STARTED, PREFECT_API_URL.value(), "postgresql+asyncpg://postgres@127.0.0.1:5432/prefect")
+    assert admission_widths(1000, 100, None) == (100, 400, None)

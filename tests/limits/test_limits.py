@@ -52,6 +52,14 @@ def test_exact_under_contention_from_several_processes(limits_api, limits_env):
     assert all(summary["api_calls"] >= 1 for summary in summaries)
 
 
+def test_a_busy_process_hands_slots_on_without_asking_the_server(limits_api, limits_env):
+    """One process, 40 queued requests on 5/1s: after its first five grants the broker passes each slot
+    whose window has passed to the next waiter itself, so the Prefect API sees fewer calls than requests
+    (at least two per request, 130 in all, when every slot went back to the server), and no window over 5."""
+    [summary] = run_contention(limits_api, limits_env, latency=(0.005, 0.05), processes=1, requests=40)
+    assert summary["api_calls"] < 40, summary
+
+
 def test_latency_jitter_cannot_bunch_arrivals(limits_api, limits_env):
     """0-300 ms each way: a request sent later may arrive earlier, still no window over 5."""
     run_contention(limits_api, limits_env, latency=(0.0, 0.3), processes=3, requests=10)
@@ -82,7 +90,8 @@ async def test_priority_within_a_process(limits_api, limits_env):
         held.release_after(0)  # scheduled on the broker loop after the four enqueues
         await asyncio.wait_for(asyncio.gather(*tasks), 60)
         assert served == ["high", "low0", "low1", "low2"]
-        assert broker.api_calls >= 5
+        # The slot went from waiter to waiter without an acquisition each (a marker read at most).
+        assert broker.api_calls < 5, broker.api_calls
     finally:
         broker.drain(30)
         broker._loop.call_soon_threadsafe(broker._stop.set)

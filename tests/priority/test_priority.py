@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from patient_docs.limits.budgets import TRANSFER
+from patient_docs.limits.budgets import POLL, TASKTRACKER, TRANSFER
 
 HIGH_PRIORITY, LOW_PRIORITY = 10, 0
 
@@ -68,24 +68,39 @@ async def test_high_priority_waiter_gets_the_next_slot_in_one_process(prio_env):
     assert order == ["high", "low-0", "low-1", "low-2", "low-3"]
 
 
-def test_high_priority_in_another_process_is_served_next(prio_env, tmp_path):
-    """Process A holds the only slot (1/1s) and queues four low-priority waiters; once A waits, process B
-    queues one high-priority waiter. When A's held slot comes back, B's request is the next one sent,
-    and the simulator saw no violation of the budget (nor does the audit of the activity CSV)."""
+# limit -> (its budget setting, the simulator and budget that count its requests)
+LIMIT_BUDGETS = {
+    TRANSFER: ("docexchange_transfer_limit", "docexchange", "transfer"),
+    POLL: ("docexchange_poll_limit", "docexchange", "poll"),
+    TASKTRACKER: ("tasktracker_limit", "tasktracker", "tasktracker"),
+}
+
+
+@pytest.mark.parametrize("limit", list(LIMIT_BUDGETS))
+def test_high_priority_in_another_process_is_served_next(prio_env, limit):
+    """At each named limit: process A holds the only slot (1/1s) and queues four low-priority waiters;
+    once A waits, process B queues one high-priority waiter. When A's held slot comes back, B's request
+    is the next one sent — A does not hand the slot on to its own low waiters — and the simulator saw no
+    violation of the budget (nor does the audit of the activity CSV)."""
+    import httpx
     import prio_workers
 
     from patient_docs.activity_log import read_rows
     from patient_docs.audit import audit
     from patient_docs.simulators.server import run_simulators
 
-    settings, _ = prio_env(docexchange_transfer_limit="1/1s", sim_latency_min=0.005, sim_latency_max=0.02)
+    setting, service, budget = LIMIT_BUDGETS[limit]
+    values = {setting: "1/1s", "sim_latency_min": 0.005, "sim_latency_max": 0.02}
+    settings, _ = prio_env(**values)
     with run_simulators(settings) as sims:
-        settings, env = prio_env(docexchange_transfer_limit="1/1s", sim_latency_min=0.005, sim_latency_max=0.02,
-                                 docexchange_url=sims.docexchange_url, tasktracker_url=sims.tasktracker_url)
+        settings, env = prio_env(**values, docexchange_url=sims.docexchange_url, tasktracker_url=sims.tasktracker_url)
+        # The job the status polls ask about (one search, outside the test's budget).
+        job_id = httpx.post(f"{sims.docexchange_url}/v1/searches",
+                            json={"first_name": "Polled", "last_name": "Job"}).json()["job_id"]
         ctx = mp.get_context("spawn")
         a_waiting, b_marked, out = ctx.Event(), ctx.Event(), ctx.Queue()
-        a = ctx.Process(target=prio_workers.low_process, args=(env, 4, a_waiting, b_marked, out))
-        b = ctx.Process(target=prio_workers.high_process, args=(env, a_waiting, b_marked, out))
+        a = ctx.Process(target=prio_workers.low_process, args=(env, limit, job_id, 4, a_waiting, b_marked, out))
+        b = ctx.Process(target=prio_workers.high_process, args=(env, limit, job_id, a_waiting, b_marked, out))
         a.start()
         b.start()
         try:
@@ -96,7 +111,8 @@ def test_high_priority_in_another_process_is_served_next(prio_env, tmp_path):
                 if proc.is_alive():
                     proc.kill()
         assert a.exitcode == 0 and b.exitcode == 0
-        stats = sims.docexchange_app.state.sim.stats()["budgets"]["transfer"]
+        app = sims.docexchange_app if service == "docexchange" else sims.tasktracker_app
+        stats = app.state.sim.stats()["budgets"][budget]
 
     acquired = sorted(results["A"]["acquired"] + results["B"]["acquired"], key=lambda item: item[1])
     assert [who for who, _ in acquired][:2] == ["A-holder", "B-high"], acquired
