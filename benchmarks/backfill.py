@@ -45,6 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--dask", choices=("external", "local"), default="external",
                         help="external: `dask scheduler` + `dask worker --resources` processes; local: LocalCluster")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--files", type=int, default=None, help="every patient has this many files (default: the mix)")
     parser.add_argument("--latency-ms", default="5,50", help="simulator latency MIN,MAX in ms (each way)")
     parser.add_argument("--postgres", default="postgresql+asyncpg://postgres@127.0.0.1:5432")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory (CSV, server log)")
@@ -337,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.update(env)
     os.environ.pop("PREFECT_API_URL", None)
     os.environ.pop("PATIENT_DOCS_DASK_ADDRESS", None)
-    counts = file_counts(args.patients, args.seed)
+    counts = [args.files] * args.patients if args.files is not None else file_counts(args.patients, args.seed)
 
     from deployments.server import prefect_server
     from patient_docs.settings import get_settings

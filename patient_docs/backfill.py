@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from patient_docs import clients
+from patient_docs.limits import usage
+from patient_docs.limits.budgets import TRANSFER
 from patient_docs.runner import Outcome, environment, prepare, run_patients
 from patient_docs.settings import Settings
 
@@ -50,22 +52,25 @@ def _picture(outcomes: list[Outcome], settings: Settings, console: Console) -> N
 
 
 async def _run_with_progress(ids, settings, max_concurrent, priority, console) -> list[Outcome]:
-    start = time.monotonic()
-    failed = 0
+    budget = settings.docexchange_transfer_limit
     columns = (TextColumn("[bold]backfill"), BarColumn(), MofNCompleteColumn(), TextColumn("failed {task.fields[failed]}"),
-               TextColumn("transfer use {task.fields[use]}"), TextColumn("ETA ≥ {task.fields[eta]}"), TimeElapsedColumn())
+               TextColumn("transfer budget {task.fields[use]}"), TextColumn("ETA ≥ {task.fields[eta]}"), TimeElapsedColumn())
     with Progress(*columns, console=console) as progress:
         bar = progress.add_task("patients", total=len(ids), failed=0, use="–", eta=f"{bound_seconds(len(ids), settings):.0f}s")
 
         def done(outcome: Outcome) -> None:
-            nonlocal failed
-            failed += not outcome.ok
-            finished = progress.tasks[0].completed + 1
-            elapsed = time.monotonic() - start
-            ideal = bound_seconds(finished, settings)
-            progress.update(bar, advance=1, failed=failed, use=f"{min(1.0, ideal / elapsed):.0%}" if elapsed else "–",
-                            eta=f"{bound_seconds(len(ids) - finished, settings):.0f}s")
+            progress.update(bar, advance=1, failed=progress.tasks[0].fields["failed"] + (not outcome.ok))
 
-        return await run_patients(ids, priority=priority, max_concurrent=max_concurrent, on_done=done)
+        async def refresh() -> None:
+            # Use: this process's transfer requests in the last window over the budget. ETA: the
+            # transfer bound for the patients not yet done (no backfill can finish sooner).
+            while True:
+                left = len(ids) - int(progress.tasks[0].completed)
+                progress.update(bar, use=f"{usage.use(TRANSFER, budget):.0%}", eta=f"{bound_seconds(left, settings):.0f}s")
+                await asyncio.sleep(1.0)
 
-
+        ticker = asyncio.create_task(refresh())
+        try:
+            return await run_patients(ids, priority=priority, max_concurrent=max_concurrent, on_done=done)
+        finally:
+            ticker.cancel()

@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from uuid import uuid4
 
 from patient_docs.activity_log import activity
+from patient_docs.limits import usage
 from patient_docs.limits.broker import get_broker
 from patient_docs.limits.budgets import budget_for
 from patient_docs.settings import Settings
@@ -34,6 +35,7 @@ async def budget_slot(
     lease = await get_broker(settings).acquire(name, priority)
     try:
         with activity("request", patient_id=patient_id, settings=settings, budget=name, request_id=uuid4().hex, **arguments):
+            usage.record(name)
             # Bounded, so that the lease (renewed while we wait) always outlives the request.
             async with asyncio.timeout(timeout or settings.request_timeout):
                 yield

@@ -35,6 +35,7 @@ async def test_two_workers_share_the_conversions_within_their_resources(new_pati
     saved = os.environ["PATIENT_DOCS_DASK_ADDRESS"]
     with dask_processes(2, settings, directory=tmp_path, nthreads=16) as address:
         os.environ["PATIENT_DOCS_DASK_ADDRESS"] = address
+        os.environ["PATIENT_DOCS_CONVERSION_BATCH_SECONDS"] = "0"  # one file per Dask task: 60 tasks queued
         get_settings.cache_clear()
         try:
             async with Client(address, asynchronous=True, set_as_default=False) as client:
@@ -45,13 +46,14 @@ async def test_two_workers_share_the_conversions_within_their_resources(new_pati
                 stream = await client.get_task_stream()
         finally:
             os.environ["PATIENT_DOCS_DASK_ADDRESS"] = saved
+            os.environ.pop("PATIENT_DOCS_CONVERSION_BATCH_SECONDS")
             get_settings.cache_clear()
 
     assert [o.state for o in outcomes] == ["Completed"] * 3, [o.message for o in outcomes]
     assert [o.documents for o in outcomes] == files
     spans: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for record in stream:
-        if "convert_file" in str(record["key"]):
+        if "convert_files" in str(record["key"]):
             for part in record["startstops"]:
                 if part["action"] == "compute":
                     spans[record["worker"]].append((part["start"], part["stop"]))
