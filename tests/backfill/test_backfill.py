@@ -80,6 +80,49 @@ async def test_admission_neither_starves_nor_exceeds(new_patient, settings, dx, 
     assert early * 2 >= len(admissions), f"only {early} of {len(admissions)} admissions came before a flow ended"
 
 
+@pytest.mark.postgres
+async def test_admission_keeps_the_transfer_budget_busy(new_patient, settings, dx, tt, tmp_path):
+    """Twenty patients need 40 transfers on a 10/6s budget, with room for 10 in their transfers: the
+    budget binds. Admission keeps a transfer waiting at every moment, so every window carries its 10
+    until the last (steady use near 1), and none carries 11.
+
+    Run by `patient-docs backfill` against a Prefect server on PostgreSQL, as the README says to run
+    backfills: on the session's SQLite server each slot write waits ~2 s for the database lock behind
+    the flows' own writes, so that server, not admission, would be what the test measured."""
+    from db_helpers import pg_database
+
+    from deployments.server import prefect_server
+    from patient_docs.audit import _audit_budget, request_intervals
+    from patient_docs.settings import Budget
+
+    patients = [await new_patient(files=0) for _ in range(20)]
+    ids = sorted(p.patient_id for p in patients)
+    (tmp_path / "ids.txt").write_text("\n".join(ids) + "\n")
+    rejected_before = rejected(dx, tt)
+    budget = Budget(10, 6.0)  # stricter than the simulator's 10/2s, which still rejects any excess
+
+    async with pg_database("patient_docs_prefect") as database_url:
+        with prefect_server(tmp_path / "prefect", database_url=database_url) as api:
+            env = os.environ | {
+                "PREFECT_API_URL": api,
+                "PREFECT_SERVER_DATABASE_CONNECTION_URL": database_url,
+                "PATIENT_DOCS_DOCEXCHANGE_TRANSFER_LIMIT": "10/6s",
+            }
+            proc = subprocess.run(
+                [str(BIN / "patient-docs"), "backfill", "--ids-file", str(tmp_path / "ids.txt"), "--max-concurrent", "10"],
+                cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+            )
+
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert rejected(dx, tt) == rejected_before
+    rows = [row for row in read_rows(settings.activity_log) if row.patient_id in set(ids)]
+    intervals, _ = request_intervals(rows, settings.request_timeout)
+    transfer = _audit_budget("docexchange-search", budget, intervals["docexchange-search"])
+    assert transfer.requests == 40
+    assert transfer.max_in_window == 10, transfer
+    assert transfer.steady_use is not None and transfer.steady_use >= 0.8, transfer
+
+
 async def test_a_3000_file_patient_completes_with_bounded_task_runs(new_patient, settings):
     names = await new_patient(files=3000)
 

@@ -2,32 +2,19 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
+from db_helpers import pg_database as make_pg_database
 
 from patient_docs.clients.patients import PatientsRepo, make_engine
-
-PG_ADMIN = dict(host="127.0.0.1", port=5432, user="postgres", database="postgres")
 
 
 @pytest.fixture(scope="session")
 async def pg_database() -> AsyncIterator[str]:
-    """A uniquely named PostgreSQL database for this session, dropped afterwards; skips if unreachable."""
-    try:
-        import asyncpg
-
-        admin = await asyncpg.connect(**PG_ADMIN, timeout=5)
-    except Exception as exc:  # any failure to connect means: no server to test against
-        pytest.skip(f"PostgreSQL at 127.0.0.1:5432 is not reachable: {exc!r}")
-    name = f"patient_docs_test_{uuid.uuid4().hex[:12]}"
-    await admin.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield f"postgresql+asyncpg://postgres@127.0.0.1:5432/{name}"
-    finally:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.close()
+    """A PostgreSQL database for this session's client tests; skips if PostgreSQL is unreachable."""
+    async with make_pg_database("patient_docs_test") as url:
+        yield url
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
