@@ -190,15 +190,10 @@ class SlotBroker(HoldsMixin):
         if not limit.waiters:
             return False
         if -limit.waiters[0][0] < HIGH:
-            others = self._markers.cached(limit.name)
-            if others is None:
-                try:
-                    async with self._api:
-                        self.api_calls += 1
-                        others = await self._markers.others_waiting(limit.name)
-                except Exception:  # noqa: BLE001 - unsure: give the slot back, the serve loop decides
+            try:
+                if await self._others_waiting(limit.name):
                     return False
-            if others:
+            except Exception:  # noqa: BLE001 - unsure: give the slot back, the serve loop decides
                 return False
         future = self._pop_live(limit)
         if future is None:
@@ -217,21 +212,29 @@ class SlotBroker(HoldsMixin):
     async def _next_slot(self, limit: _Limit, *, high: bool) -> UUID | None:
         """Try for a slot; a low-priority waiter first leaves it to high-priority runs elsewhere."""
         await self._ensure_limits()
-        async with self._api:
-            if high:
+        if high:
+            async with self._api:
                 await self._markers.raise_(limit.name)
                 if time.monotonic() - self._markers_renewed > _RENEW:
                     await self._markers.renew()
                     self._markers_renewed = time.monotonic()
-            else:
-                await self._markers.lower(limit.name)
-                others = self._markers.cached(limit.name)
-                if others is None:
-                    self.api_calls += 1
-                    others = await self._markers.others_waiting(limit.name)
-                if others:
-                    return None
+        else:
+            if self._markers.holds(limit.name):
+                async with self._api:
+                    await self._markers.lower(limit.name)
+            if await self._others_waiting(limit.name):
+                return None
         return await self._try_acquire(limit.name)
+
+    async def _others_waiting(self, name: str) -> bool:
+        # A read, outside the write lock: it only reorders acquisitions, and waiting behind the
+        # process's queued slot writes for it left handed-on slots idle (0.4 s mean per transfer
+        # at 10/3s in the 1000-patient benchmark).
+        others = self._markers.cached(name)
+        if others is None:
+            self.api_calls += 1
+            others = await self._markers.others_waiting(name)
+        return others
 
     def _promote_aged(self, limit: _Limit) -> None:
         # No starvation: a low-priority waiter queued longer than the aging time counts as high.

@@ -10,6 +10,7 @@ high-priority waiter polls as often as everyone else did.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from uuid import UUID
 
@@ -33,6 +34,7 @@ class Markers:
         self._client = client
         self._held: dict[str, UUID] = {}
         self._seen: dict[str, tuple[float, bool]] = {}  # limit -> (read at, others waiting)
+        self._reading: dict[str, asyncio.Future] = {}
 
     async def raise_(self, limit: str) -> None:
         if limit not in self._held:
@@ -55,11 +57,25 @@ class Markers:
         read_at, others = self._seen.get(limit, (0.0, False))
         return others if time.monotonic() - read_at <= _FRESH else None
 
+    def holds(self, limit: str) -> bool:
+        return limit in self._held
+
     async def others_waiting(self, limit: str) -> bool:
-        """Whether a high-priority run waits for `limit` in another process (read at most every _FRESH s)."""
+        """Whether a high-priority run waits for `limit` in another process (read at most every _FRESH s).
+
+        Concurrent callers share one read in flight.
+        """
         read_at, others = self._seen.get(limit, (0.0, False))
-        if time.monotonic() - read_at > _FRESH:
-            marker = await self._client.read_global_concurrency_limit_by_name(marker_name(limit))
-            others = marker.active_slots > (1 if limit in self._held else 0)
-            self._seen[limit] = (time.monotonic(), others)
+        if time.monotonic() - read_at <= _FRESH:
+            return others
+        reading = self._reading.get(limit)
+        if reading is None:
+            reading = self._reading[limit] = asyncio.ensure_future(self._read(limit))
+            reading.add_done_callback(lambda _: self._reading.pop(limit, None))
+        return await asyncio.shield(reading)
+
+    async def _read(self, limit: str) -> bool:
+        marker = await self._client.read_global_concurrency_limit_by_name(marker_name(limit))
+        others = marker.active_slots > (1 if limit in self._held else 0)
+        self._seen[limit] = (time.monotonic(), others)
         return others
