@@ -466,7 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Prefect API calls from the orchestrator: {counter.calls} = {counter.calls / n:.1f}/patient, "
           f"{counter.calls / makespan:.1f}/s, mean latency {counter.seconds / max(1, counter.calls) * 1000:.0f} ms; "
           f"slot broker {counter.broker_calls} calls, mean {counter.broker_seconds / max(1, counter.broker_calls) * 1000:.0f} ms, "
-          f"busy {counter.broker_seconds / makespan:.0%} of the makespan (its calls are serialised)")
+          f"call time {counter.broker_seconds / makespan:.0%} of the makespan (writes one at a time; marker reads beside them)")
     if size_before is not None:
         print(f"Prefect PostgreSQL DB: {size_before / 2**20:.1f} MiB -> {size_after / 2**20:.1f} MiB = "
               f"{(size_after - size_before) / n / 1024:.1f} KiB/patient")

@@ -31,6 +31,11 @@ from patient_docs.limits.priority import HIGH, Markers, marker_name
 from patient_docs.settings import Settings
 
 
+# Low-priority grants of one limit are at least this fraction of window/count apart (see _pace):
+# under 1, so that jitter in when slots come back never makes the pacing the bottleneck.
+_PACING = 0.8
+
+
 class LimitMissing(RuntimeError):
     """The named limit does not exist on the Prefect server, so nothing would be limited."""
 
@@ -42,6 +47,8 @@ class _Limit:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     task: asyncio.Task | None = None
     held: int = 0  # slots this process holds (in flight or waiting out their window)
+    next_low_at: float = 0.0  # earliest time for the next low-priority grant (pacing)
+    high_arrived: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 class SlotBroker(HoldsMixin):
@@ -105,6 +112,8 @@ class SlotBroker(HoldsMixin):
         if limit.task is None or limit.task.done():
             limit.task = self._loop.create_task(self._serve(limit))
         limit.wake.set()
+        if priority >= HIGH:
+            limit.high_arrived.set()
 
     def _poll_interval(self, name: str) -> float:
         window = budget_for(name, self.settings).window
@@ -126,6 +135,8 @@ class SlotBroker(HoldsMixin):
                 if not limit.waiters:
                     break
                 limit.wake.clear()  # before trying: a release during the attempt must still wake us
+                if await self._pace(limit):
+                    continue
                 try:
                     lease_id = await self._next_slot(limit, high=-limit.waiters[0][0] >= HIGH)
                 except (httpx.TransportError, httpx.HTTPStatusError) as exc:
@@ -159,6 +170,7 @@ class SlotBroker(HoldsMixin):
                     continue
                 lease.renewal = self._loop.create_task(self._renew(lease))
                 limit.held += 1
+                self._granted(limit, future)
                 future.set_result(lease)
             async with self._api:
                 await self._markers.lower(limit.name)
@@ -171,10 +183,38 @@ class SlotBroker(HoldsMixin):
     def _pop_live(limit: _Limit) -> concurrent.futures.Future | None:
         """The first waiter still waiting, marked running; None if there is none."""
         while limit.waiters:
-            _, _, future, _ = heapq.heappop(limit.waiters)
+            priority, _, future, _ = heapq.heappop(limit.waiters)
             if not future.cancelled() and future.set_running_or_notify_cancel():
+                future.low = -priority < HIGH
                 return future
         return None
+
+    def _spacing(self, name: str) -> float:
+        budget = budget_for(name, self.settings)
+        return _PACING * budget.window / budget.count
+
+    async def _pace(self, limit: _Limit) -> bool:
+        """Hold a low-priority grant back until `next_low_at`; True if we waited (the queue may have changed).
+
+        Why: a saturated backfill that takes all its slots in one burst frees them in one burst a window
+        later, so a high-priority run arriving just after waits most of a window for the next slot. Spacing
+        low-priority grants by (a little under) window/count keeps a slot coming free at least every
+        window/count, which costs a saturated backfill nothing: its slots cannot cycle faster than that.
+        A high-priority waiter is never paced and cuts the wait short.
+        """
+        delay = limit.next_low_at - time.monotonic()
+        if delay <= 0 or not limit.waiters or -limit.waiters[0][0] >= HIGH:
+            return False
+        limit.high_arrived.clear()
+        try:
+            await asyncio.wait_for(limit.high_arrived.wait(), delay)
+        except TimeoutError:
+            pass
+        return True
+
+    def _granted(self, limit: _Limit, future: concurrent.futures.Future) -> None:
+        if getattr(future, "low", False):
+            limit.next_low_at = time.monotonic() + self._spacing(limit.name)
 
     async def _hand_on(self, lease: Lease) -> bool:
         """Give a slot whose window has passed straight to the next local waiter, without a Prefect call.
@@ -186,18 +226,25 @@ class SlotBroker(HoldsMixin):
         limit = self._limits[lease.name]
         if time.monotonic() - lease.acquired_at > self._keep_for(limit.name):
             return False
-        self._promote_aged(limit)
-        if not limit.waiters:
-            return False
-        if -limit.waiters[0][0] < HIGH:
+        while True:
+            self._promote_aged(limit)
+            if not limit.waiters:
+                return False
+            if -limit.waiters[0][0] >= HIGH:
+                break
+            if await self._pace(limit):  # the slot stays ours meanwhile: a high waiter takes it at once
+                continue
             try:
                 if await self._others_waiting(limit.name):
                     return False
             except Exception:  # noqa: BLE001 - unsure: give the slot back, the serve loop decides
                 return False
+            if limit.next_low_at <= time.monotonic():  # no other grant while we read
+                break
         future = self._pop_live(limit)
         if future is None:
             return False
+        self._granted(limit, future)
         future.set_result(Lease(lease.name, lease.lease_id, self, renewal=lease.renewal, acquired_at=lease.acquired_at))
         return True
 

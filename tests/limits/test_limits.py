@@ -90,8 +90,11 @@ async def test_priority_within_a_process(limits_api, limits_env):
         held.release_after(0)  # scheduled on the broker loop after the four enqueues
         await asyncio.wait_for(asyncio.gather(*tasks), 60)
         assert served == ["high", "low0", "low1", "low2"]
-        # The slot went from waiter to waiter without an acquisition each (a marker read at most).
-        assert broker.api_calls < 5, broker.api_calls
+        # The slot went from waiter to waiter without an acquisition each: an acquisition and a marker
+        # read for the held slot, one attempt while it was held, then at most a marker read per
+        # low-priority hand-on (paced apart, so each reads afresh); an acquisition per waiter would
+        # be 11 calls or more.
+        assert broker.api_calls <= 6, broker.api_calls
     finally:
         broker.drain(30)
         broker._loop.call_soon_threadsafe(broker._stop.set)

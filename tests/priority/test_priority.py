@@ -68,6 +68,43 @@ async def test_high_priority_waiter_gets_the_next_slot_in_one_process(prio_env):
     assert order == ["high", "low-0", "low-1", "low-2", "low-3"]
 
 
+async def test_a_saturating_backfill_frees_a_slot_every_slot_interval(prio_env):
+    """Pacing: twelve low-priority requesters, started in one burst, keep a 4/2s budget saturated.
+    A high-priority waiter queued right after a low-priority grant is served within one slot interval
+    (window/count = 0.5 s, plus round trips), not after most of a window, which is what it waits when
+    the burst's four slots all come back together. Five times; the budget is never exceeded."""
+    from patient_docs.activity_log import read_rows
+    from patient_docs.audit import _audit_budget, request_intervals
+    from patient_docs.limits.slot import budget_slot
+
+    settings, _ = prio_env(docexchange_transfer_limit="4/2s")
+    window, count = 2.0, 4
+    grants: list[float] = []
+    stop = asyncio.Event()
+
+    async def low(i: int) -> None:
+        while not stop.is_set():
+            async with budget_slot(TRANSFER, settings, patient_id=f"low-{i}", priority=LOW_PRIORITY):
+                grants.append(time.monotonic())
+
+    lows = [asyncio.create_task(low(i)) for i in range(12)]
+    await until(lambda: len(grants) >= 2 * count)  # past the first window
+    waits = []
+    for k in range(5):
+        seen = len(grants)
+        await until(lambda: len(grants) > seen)  # just after a low-priority grant
+        queued = time.monotonic()
+        async with budget_slot(TRANSFER, settings, patient_id=f"high-{k}", priority=HIGH_PRIORITY):
+            waits.append(time.monotonic() - queued)
+    stop.set()
+    await asyncio.gather(*lows)
+
+    assert max(waits) <= window / count + 0.4, waits
+    intervals, _ = request_intervals(read_rows(settings.activity_log), settings.request_timeout)
+    audit = _audit_budget(TRANSFER, settings.docexchange_transfer_limit, intervals[TRANSFER])
+    assert audit.max_in_window <= count, audit
+
+
 # limit -> (its budget setting, the simulator and budget that count its requests)
 LIMIT_BUDGETS = {
     TRANSFER: ("docexchange_transfer_limit", "docexchange", "transfer"),
