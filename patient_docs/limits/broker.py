@@ -162,15 +162,16 @@ class SlotBroker(HoldsMixin):
                         pass
                     continue
                 # While we asked, a slot handed on here may have served the waiters this one was for.
-                future = self._pop_live(limit)
+                popped = self._pop_live(limit)
                 lease = Lease(limit.name, lease_id, self, acquired_at=time.monotonic())
-                if future is None:
+                if popped is None:
                     async with self._api:
                         await self._client.release_concurrency_slots_with_lease(lease_id)
                     continue
+                future, priority = popped
                 lease.renewal = self._loop.create_task(self._renew(lease))
                 limit.held += 1
-                self._granted(limit, future)
+                self._granted(limit, priority)
                 future.set_result(lease)
             async with self._api:
                 await self._markers.lower(limit.name)
@@ -180,13 +181,12 @@ class SlotBroker(HoldsMixin):
                 return
 
     @staticmethod
-    def _pop_live(limit: _Limit) -> concurrent.futures.Future | None:
-        """The first waiter still waiting, marked running; None if there is none."""
+    def _pop_live(limit: _Limit) -> tuple[concurrent.futures.Future, float] | None:
+        """The first waiter still waiting, marked running, with its priority; None if there is none."""
         while limit.waiters:
-            priority, _, future, _ = heapq.heappop(limit.waiters)
+            negated, _, future, _ = heapq.heappop(limit.waiters)
             if not future.cancelled() and future.set_running_or_notify_cancel():
-                future.low = -priority < HIGH
-                return future
+                return future, -negated
         return None
 
     def _spacing(self, name: str) -> float:
@@ -212,8 +212,8 @@ class SlotBroker(HoldsMixin):
             pass
         return True
 
-    def _granted(self, limit: _Limit, future: concurrent.futures.Future) -> None:
-        if getattr(future, "low", False):
+    def _granted(self, limit: _Limit, priority: float) -> None:
+        if priority < HIGH:
             limit.next_low_at = time.monotonic() + self._spacing(limit.name)
 
     async def _hand_on(self, lease: Lease) -> bool:
@@ -241,10 +241,11 @@ class SlotBroker(HoldsMixin):
                 return False
             if limit.next_low_at <= time.monotonic():  # no other grant while we read
                 break
-        future = self._pop_live(limit)
-        if future is None:
+        popped = self._pop_live(limit)
+        if popped is None:
             return False
-        self._granted(limit, future)
+        future, priority = popped
+        self._granted(limit, priority)
         future.set_result(Lease(lease.name, lease.lease_id, self, renewal=lease.renewal, acquired_at=lease.acquired_at))
         return True
 
@@ -252,9 +253,9 @@ class SlotBroker(HoldsMixin):
         return max(30.0, self.settings.priority_aging_windows * budget_for(name, self.settings).window)
 
     def _fail_first(self, limit: _Limit, exc: Exception) -> None:
-        future = self._pop_live(limit)
-        if future is not None:
-            future.set_exception(exc)
+        popped = self._pop_live(limit)
+        if popped is not None:
+            popped[0].set_exception(exc)
 
     async def _next_slot(self, limit: _Limit, *, high: bool) -> UUID | None:
         """Try for a slot; a low-priority waiter first leaves it to high-priority runs elsewhere."""
